@@ -1,0 +1,18 @@
+"""The root command group; subcommand modules attach themselves to it on import."""
+import click
+
+from .. import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="cifarlab")
+def cli():
+    """Distill image-transform pipelines into fast networks, and a CIFAR-10 classification lab."""
+
+
+@cli.group()
+def transform():
+    """Train, evaluate, export, apply and benchmark pipeline-distilling networks."""
+
+
+from . import transform_commands  # noqa: E402,F401  (registers the commands)

@@ -1,0 +1,178 @@
+"""`cifarlab run` and `cifarlab transform ...`."""
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+import click
+
+from ..errors import CifarlabError
+from ..models import list_models, parse_model_args
+from ..pipeline import DEFAULT_PIPELINE
+from ..training.losses import LOSSES
+from ..training.loggers import LOGGERS
+from ..transform.config import MONITORS, SCHEDULES, TransformConfig
+from .app import cli, transform
+
+DEFAULTS = TransformConfig()
+
+
+def data_options(f):
+    f = click.option("--data-root", default=None, help="Where CIFAR-10 is cached/downloaded "
+                     "[default: $CIFARLAB_DATA or ~/.cache/cifarlab/data].")(f)
+    f = click.option("--data", default=DEFAULTS.data, show_default=True,
+                     help="cifar10 (falls back to 'sample' when it cannot be had), sample "
+                          "(photos shipped with scikit-image), or a folder of images.")(f)
+    return f
+
+
+def training_options(f):
+    options = [
+        click.option("--pipeline", default=DEFAULT_PIPELINE, show_default=True,
+                     help="Comma-separated deterministic steps (see README: pipeline syntax)."),
+        click.option("--model", default=DEFAULTS.model, show_default=True,
+                     help=f"Model from the registry: {', '.join(list_models())}."),
+        click.option("--model-args", default="", help="Model options, e.g. 'hidden=32,rank=2'."),
+        click.option("--init", type=click.Choice(["random", "exact"]), default=DEFAULTS.init, show_default=True,
+                     help="exact: load the probed operator of a linear pipeline (sepnet only)."),
+        click.option("--loss", type=click.Choice(LOSSES), default=DEFAULTS.loss, show_default=True),
+        click.option("--lr", type=float, default=DEFAULTS.lr, show_default=True, help="Adam learning rate."),
+        click.option("--batch-size", type=int, default=DEFAULTS.batch_size, show_default=True),
+        click.option("--epochs", type=int, default=DEFAULTS.epochs, show_default=True, help="Epoch cap."),
+        click.option("--time-budget", type=float, default=None, help="Seconds of training (across resumes)."),
+        click.option("--schedule", type=click.Choice(SCHEDULES), default=DEFAULTS.schedule, show_default=True),
+        click.option("--patience", type=int, default=DEFAULTS.patience, show_default=True,
+                     help="Early stopping: epochs without improvement."),
+        click.option("--min-delta", type=float, default=DEFAULTS.min_delta, show_default=True),
+        click.option("--monitor", type=click.Choice(MONITORS), default=DEFAULTS.monitor, show_default=True,
+                     help="Loss that early stopping watches."),
+        click.option("--val-fraction", type=float, default=DEFAULTS.val_fraction, show_default=True),
+        click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True),
+        click.option("--device", default=DEFAULTS.device, show_default=True, help="auto|cpu|cuda|mps."),
+        click.option("--logger", type=click.Choice(LOGGERS), default=DEFAULTS.logger, show_default=True),
+        click.option("--out", default=None, help="Run folder [default: runs/<timestamp>-<model>]."),
+        click.option("--resume", default=None, type=click.Path(), help="Continue the run in this folder."),
+        click.option("--quiet", is_flag=True, help="No progress output."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return data_options(f)
+
+
+def config_from(options: dict, **fixed) -> TransformConfig:
+    keys = set(TransformConfig.__dataclass_fields__)
+    values = {k: v for k, v in options.items() if k in keys}
+    values["model_args"] = parse_model_args(options.get("model_args"))
+    values.update(fixed)
+    return TransformConfig(**values).validate()
+
+
+def _train(options: dict, **fixed) -> Path:
+    from ..transform import train
+    config = config_from(options, **fixed)
+    return train(config, out=options.get("out"), resume=options.get("resume"), quiet=options.get("quiet", False))
+
+
+@transform.command("train")
+@training_options
+def train_command(**options):
+    """Train a network to reproduce --pipeline; writes a run folder with the report."""
+    run_dir = _train(options)
+    click.echo(str(run_dir))
+
+
+@cli.command("run")
+@training_options
+@click.option("--bench/--no-bench", default=True, show_default=True,
+              help="Run the inference benchmark on the trained model.")
+@click.option("--bench-images", type=int, default=10000, show_default=True)
+def run_command(bench, bench_images, **options):
+    """The main job: train the default model on the default pipeline, evaluate, report."""
+    run_dir = _train(options)
+    if bench:
+        try:
+            from ..bench import run_benchmark
+        except ImportError:
+            click.echo("note: the benchmark is not available in this version", err=True)
+        else:
+            run_benchmark(run_dir, images=bench_images)
+    click.echo(str(run_dir))
+
+
+def _run_dir(path: str) -> Path:
+    run_dir = Path(path)
+    if not run_dir.is_dir():
+        raise CifarlabError(f"run folder {path!r} does not exist")
+    return run_dir
+
+
+@transform.command("eval")
+@click.argument("run_dir")
+@data_options
+@click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def eval_command(run_dir, data, data_root, split, device):
+    """Evaluate a trained run on other data (PSNR, SSIM, MSE, cosine accuracy)."""
+    import json
+
+    from ..data import load_images
+    from ..devices import resolve_device
+    from ..evaluation import fidelity, predict
+    from ..pipeline import Pipeline, ground_truth
+    from ..transform.artifact import build_from_checkpoint, read_checkpoint
+
+    ckpt = read_checkpoint(_run_dir(run_dir) / "model.pt")
+    model = build_from_checkpoint(ckpt)
+    images = load_images(data, split, data_root)
+    x = images.float()
+    target = ground_truth(x, Pipeline.parse(ckpt["pipeline"]))
+    dev = resolve_device(device)
+    scores = fidelity(predict(model.to(dev), x, device=dev), target)
+    click.echo(json.dumps({"data": images.name, **scores}, indent=2))
+
+
+@transform.command("export")
+@click.argument("run_dir")
+@click.option("--out", default=None, help="Output file [default: RUN_DIR/model.pt2].")
+def export_command(run_dir, out):
+    """Write the torch.export program (model.pt2) that plain PyTorch loads."""
+    from ..transform.artifact import build_from_checkpoint, export_program, read_checkpoint
+
+    ckpt = read_checkpoint(_run_dir(run_dir) / "model.pt")
+    model = build_from_checkpoint(ckpt)
+    path = export_program(model.net, model.in_shape, out or Path(run_dir) / "model.pt2")
+    click.echo(f"{path}  (load with: torch.export.load({str(path)!r}).module())")
+
+
+@transform.command("apply")
+@click.argument("run_dir")
+@click.argument("src")
+@click.argument("dst")
+@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def apply_command(run_dir, src, dst, batch_size, device):
+    """Run a trained network over the images in SRC and write PNGs into the same tree in DST."""
+    from ..transform.apply import apply_folder
+    if batch_size < 1:
+        raise CifarlabError(f"--batch-size must be a positive integer, got {batch_size}")
+    written, skipped = apply_folder(_run_dir(run_dir), Path(src), Path(dst), batch_size, device)
+    click.echo(f"wrote {written} image(s) to {dst}" + (f"; skipped {skipped} unreadable" if skipped else ""))
+
+
+@transform.command("compare")
+@data_options
+@click.option("--pipeline", default=DEFAULT_PIPELINE, show_default=True)
+@click.option("--models", default="all", show_default=True, help="Comma-separated registry names, or all.")
+@click.option("--time-budget", type=float, default=60, show_default=True, help="Seconds per model.")
+@click.option("--epochs", type=int, default=1000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out", default="runs/compare", show_default=True)
+def compare_command(data, data_root, pipeline, models, time_budget, epochs, seed, device, out):
+    """Train every registry model on the same data and budget; writes compare.md."""
+    from ..transform.compare import compare_models
+    names = list_models() if models == "all" else [m.strip() for m in models.split(",") if m.strip()]
+    path = compare_models(names, data=data, data_root=data_root, pipeline=pipeline, time_budget=time_budget,
+                          epochs=epochs, seed=seed, device=device, out=Path(out))
+    click.echo(path.read_text())

@@ -1,0 +1,4 @@
+"""Evaluation: fidelity metrics for transform models."""
+from .metrics import fidelity, predict
+
+__all__ = ["fidelity", "predict"]

@@ -1,0 +1,102 @@
+"""SeparableNet, cifarlab's default transform model.
+
+Why this shape: a convolution is translation-equivariant, so a conv-only network cannot
+mirror an image, and a dense 3072 -> 784 layer is 2.4 M weights that learn slowly. The
+image pipelines people write are mostly *separable*: resizing, cropping, padding, blurring
+and flipping act on rows and columns independently, and grayscale/saturation act on
+channels. So the network is
+
+    y = post( Σ_k  L_k · pre(x)_k · R_kᵀ ) + b
+
+- ``pre``: a per-pixel channel map. Linear (a 1x1 convolution: grayscale) plus, for
+  non-linear pipelines, a small per-pixel MLP that also sees the image's mean features
+  (gamma, contrast against the image mean, saturation, solarize, clamping);
+- ``L_k`` (H_out x H_in) and ``R_k`` (W_out x W_in): learned row and column operators; a
+  quarter-turn pipeline uses the transposed image (``transpose=True``); ``rank`` > 1 sums
+  several separable terms for operators that are not separable (arbitrary rotations);
+- ``post``: an optional per-pixel residual MLP for non-linear steps after the resize.
+
+For the default pipeline (every step linear) the network is ~1.7 k weights and represents
+the pipeline exactly; its forward pass is one channel mix and two small matrix products,
+so it runs near the memory-copy speed of its input.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .registry import register_model
+
+ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh}
+
+
+class PointwiseMLP(nn.Module):
+    """Per-pixel MLP whose second layer also sees the image mean of the first layer's
+    features: what `adjust_contrast` or `autocontrast` need. Linear layers on a channels-last
+    view: on the CPU this trains ~2.5x faster than the same MLP as 1x1 convolutions."""
+
+    def __init__(self, channels_in: int, hidden: int, channels_out: int, act: str = "gelu"):
+        super().__init__()
+        self.first = nn.Linear(channels_in, hidden)
+        self.second = nn.Linear(hidden, hidden)
+        self.context = nn.Linear(hidden, hidden, bias=False)
+        self.out = nn.Linear(hidden, channels_out)
+        self.act = ACTIVATIONS[act]()
+        nn.init.zeros_(self.out.weight)  # starts as the identity around the linear path
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x):
+        h = self.act(self.first(x.permute(0, 2, 3, 1)))
+        h = self.act(self.second(h) + self.context(h.mean((1, 2), keepdim=True)))
+        return self.out(h).permute(0, 3, 1, 2)
+
+
+class SeparableNet(nn.Module):
+    def __init__(self, in_shape=(3, 32, 32), out_shape=(1, 28, 28), hidden: int = 0, rank: int = 1,
+                 transpose: bool = False, act: str = "gelu"):
+        super().__init__()
+        if rank < 1 or hidden < 0:
+            raise ValueError(f"rank must be >= 1 and hidden >= 0, got rank={rank}, hidden={hidden}")
+        if act not in ACTIVATIONS:
+            raise ValueError(f"act must be one of {', '.join(ACTIVATIONS)}, got {act!r}")
+        c, h, w = in_shape
+        co, ho, wo = out_shape
+        if transpose:
+            h, w = w, h
+        self.in_shape, self.out_shape = tuple(in_shape), tuple(out_shape)
+        self.rank, self.transpose = rank, transpose
+        self.mix = nn.Parameter(torch.randn(co * rank, c) / c)
+        # Small random row/column operators: Adam finds the flips, crops and resizes from data.
+        self.left = nn.Parameter(torch.randn(rank, ho, h) / h)
+        self.right = nn.Parameter(torch.randn(rank, wo, w) / w)
+        self.bias = nn.Parameter(torch.zeros(co, 1, 1))
+        self.pre = PointwiseMLP(c, hidden, co * rank, act) if hidden else None
+        self.post = PointwiseMLP(co, hidden, co, act) if hidden else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        co, ho, wo = self.out_shape
+        # Channel mix first: it shrinks the data 3 -> 1 before the spatial products.
+        z = torch.matmul(self.mix, x.reshape(n, x.shape[1], -1))
+        z = z.view(n, self.mix.shape[0], *x.shape[2:])
+        if self.pre is not None:
+            z = z + self.pre(x)
+        if self.transpose:
+            z = z.transpose(-1, -2)
+        if self.rank == 1:
+            y = torch.matmul(self.left[0], torch.matmul(z, self.right[0].t()))
+        else:
+            z = z.reshape(n, co, self.rank, *z.shape[-2:])
+            y = torch.matmul(self.left, torch.matmul(z, self.right.transpose(-1, -2))).sum(2)
+        y = y + self.bias
+        if self.post is not None:
+            y = y + self.post(y)
+        return y
+
+
+@register_model("sepnet")
+def sepnet(in_shape=(3, 32, 32), out_shape=(1, 28, 28), hidden: int = 0, rank: int = 1,
+           transpose: bool = False, act: str = "gelu") -> nn.Module:
+    """Default model. The trainer sets `hidden` (0 for linear pipelines, 32 otherwise) and
+    `transpose` (quarter turns) from the pipeline unless given in --model-args."""
+    return SeparableNet(in_shape, out_shape, hidden, rank, transpose, act)

@@ -1,0 +1,70 @@
+"""A Pipeline is an ordered list of deterministic steps, applied to whole batches."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import torch
+import torchvision
+import torchvision.transforms.v2 as v2
+
+from ..errors import CifarlabError
+from .steps import Step, parse_step
+
+DEFAULT_PIPELINE = "resize:28x28,grayscale,hflip,vflip"
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    steps: tuple[Step, ...]
+
+    @classmethod
+    def parse(cls, spec: str = DEFAULT_PIPELINE) -> "Pipeline":
+        if spec is None or not spec.strip():
+            raise CifarlabError("empty pipeline: give comma-separated steps, e.g. " + DEFAULT_PIPELINE)
+        return cls(tuple(parse_step(part) for part in spec.split(",")))
+
+    @property
+    def spec(self) -> str:
+        return ",".join(step.text for step in self.steps)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """Apply every step to a whole float batch (N, C, H, W) at once."""
+        out = images
+        for step in self.steps:
+            out = step(out)
+        return out
+
+    def compose(self) -> v2.Compose:
+        """The same pipeline as torchvision v2 transform objects (what a user would write)."""
+        return v2.Compose([step.transform_object() for step in self.steps])
+
+    @property
+    def transposes(self) -> bool:
+        """True when the steps turn the image a quarter turn an odd number of times."""
+        return sum(step.spec.transposes(step.kwargs) for step in self.steps) % 2 == 1
+
+    def output_shape(self, input_shape=(3, 32, 32)) -> tuple[int, int, int]:
+        probe = torch.zeros(1, *input_shape)
+        try:
+            return tuple(self(probe).shape[1:])
+        except Exception as e:  # torchvision raises for impossible combinations
+            raise CifarlabError(f"pipeline {self.spec!r} cannot run on images of shape "
+                                f"{tuple(input_shape)}: {e}") from None
+
+    def is_linear(self, input_shape=(3, 32, 32), trials: int = 4, tol: float = 1e-5) -> bool:
+        """Check affinity by superposition on random inputs in [0, 1]:
+        P(a·x + (1-a)·y) = a·P(x) + (1-a)·P(y), and P(s·x) = s·P(x) + (1-s)·P(0)."""
+        g = torch.Generator().manual_seed(0)
+        x = torch.rand(trials, *input_shape, generator=g, dtype=torch.float64)
+        y = torch.rand(trials, *input_shape, generator=g, dtype=torch.float64)
+        a = torch.rand(trials, 1, 1, 1, generator=g, dtype=torch.float64)
+        px, py, p0 = self(x), self(y), self(torch.zeros_like(x))
+        mix_ok = torch.allclose(self(a * x + (1 - a) * y), a * px + (1 - a) * py, atol=tol)
+        scale_ok = torch.allclose(self(a * x), a * px + (1 - a) * p0, atol=tol)
+        return bool(mix_ok and scale_ok)
+
+    def key(self) -> str:
+        """Identifies the ground truth this pipeline gives (torchvision's version included)."""
+        text = f"{self.spec}|torchvision={torchvision.__version__}"
+        return hashlib.sha1(text.encode()).hexdigest()[:16]

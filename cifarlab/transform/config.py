@@ -1,0 +1,60 @@
+"""Everything that defines a transform run; saved as config.json so a run can be rebuilt."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+from ..errors import CifarlabError
+from ..pipeline import DEFAULT_PIPELINE
+
+SCHEDULES = ("none", "cosine", "plateau")
+MONITORS = ("val", "train")
+
+
+@dataclass
+class TransformConfig:
+    data: str = "cifar10"               # cifar10 | sample | a folder of images
+    data_root: str | None = None        # where CIFAR-10 is cached (default ~/.cache/cifarlab/data)
+    pipeline: str = DEFAULT_PIPELINE
+    model: str = "sepnet"
+    model_args: dict = field(default_factory=dict)
+    init: str = "random"                # random | exact (linear pipelines: the probed operator)
+    loss: str = "mse"
+    lr: float = 1e-3
+    batch_size: int = 32
+    epochs: int = 100
+    time_budget: float | None = None    # seconds of training, across resumes
+    schedule: str = "none"
+    patience: int = 5
+    min_delta: float = 0.0
+    monitor: str = "val"
+    val_fraction: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+    logger: str = "tensorboard"
+    bench: bool = False                 # run the inference benchmark after training (cifarlab run)
+
+    def validate(self) -> "TransformConfig":
+        def need(ok, message):
+            if not ok:
+                raise CifarlabError(message)
+        need(self.lr > 0 and math.isfinite(self.lr), f"--lr must be a positive number, got {self.lr}")
+        need(self.batch_size >= 1, f"--batch-size must be a positive integer, got {self.batch_size}")
+        need(self.epochs >= 1, f"--epochs must be a positive integer, got {self.epochs}")
+        need(self.time_budget is None or self.time_budget > 0,
+             f"--time-budget must be a positive number of seconds, got {self.time_budget}")
+        need(self.patience >= 1, f"--patience must be a positive integer, got {self.patience}")
+        need(self.min_delta >= 0, f"--min-delta must be >= 0, got {self.min_delta}")
+        need(0 < self.val_fraction < 1, f"--val-fraction must be between 0 and 1, got {self.val_fraction}")
+        need(self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r}; valid: {', '.join(SCHEDULES)}")
+        need(self.monitor in MONITORS, f"--monitor must be one of {', '.join(MONITORS)}, got {self.monitor!r}")
+        need(self.init in ("random", "exact"), f"--init must be random or exact, got {self.init!r}")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TransformConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})

@@ -1,0 +1,218 @@
+"""Train a network to reproduce an image pipeline; the loop is deliberately plain.
+
+    cifarlab transform train --data ../shared/data/cifar10-train-subset --time-budget 60
+
+Every run writes one folder: config.json, model.pt (best weights), last.pt (for --resume),
+model.pt2 (torch.export), metrics.json, samples.png, loss.png, report.md, tensorboard/.
+Ctrl-C saves the best model and the state to resume from; a NaN/inf loss stops the run
+with the best checkpoint intact.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import torch
+import torchvision
+from tqdm import tqdm
+
+from ..devices import resolve_device
+from ..errors import CifarlabError
+from ..io import read_json, torch_save, write_json
+from ..models import create_model
+from ..models.exact import exact_separable_net
+from ..pipeline import Pipeline
+from ..training import EarlyStopping, RunLogger, build_loss
+from .artifact import checkpoint, read_checkpoint, save_checkpoint
+from .config import TransformConfig
+from .data import TransformData, prepare_data
+from .finish import finish_run
+
+
+class TrainingDiverged(CifarlabError):
+    pass
+
+
+def model_kwargs_for(config: TransformConfig, pipeline: Pipeline, in_shape) -> dict:
+    """The default model's shape follows the pipeline unless --model-args says otherwise:
+    linear pipelines get the purely linear network, quarter turns the transposed one."""
+    kwargs = dict(config.model_args)
+    if config.model == "sepnet":
+        kwargs.setdefault("hidden", 0 if pipeline.is_linear(in_shape) else 16)
+        kwargs.setdefault("transpose", pipeline.transposes)
+    return kwargs
+
+
+def build_net(config: TransformConfig, data: TransformData) -> tuple[torch.nn.Module, dict]:
+    kwargs = model_kwargs_for(config, data.pipeline, data.in_shape)
+    if config.init == "exact":
+        if config.model != "sepnet" or kwargs.get("hidden") or kwargs.get("rank", 1) != 1:
+            raise CifarlabError("--init exact needs --model sepnet on a linear pipeline (hidden=0, rank=1)")
+        return exact_separable_net(data.pipeline, data.in_shape), kwargs
+    net = create_model(config.model, in_shape=data.in_shape, out_shape=data.out_shape, **kwargs)
+    return net, kwargs
+
+
+def new_run_dir(out: str | None, model: str) -> Path:
+    run_dir = Path(out) if out else Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-{model}"
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise CifarlabError(f"run folder {str(run_dir)!r} already exists and is not empty; "
+                            f"choose another --out or resume it with --resume")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def _make_scheduler(config: TransformConfig, optimizer):
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    if config.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.3, patience=2)
+    return None
+
+
+@torch.no_grad()
+def mean_loss(net, loss_fn, inputs, targets, device, batch_size=1024) -> float:
+    net.eval()
+    total = 0.0
+    for i in range(0, len(inputs), batch_size):
+        x, y = inputs[i:i + batch_size].to(device), targets[i:i + batch_size].to(device)
+        total += loss_fn(net(x), y).item() * len(x)
+    return total / max(1, len(inputs))
+
+
+def train(config: TransformConfig, out: str | None = None, resume: str | None = None,
+          quiet: bool = False) -> Path:
+    """Train (or resume) a run; returns its folder. See the module docstring."""
+    if resume:
+        run_dir = Path(resume)
+        if not (run_dir / "config.json").exists() or not (run_dir / "last.pt").exists():
+            raise CifarlabError(f"cannot resume {str(run_dir)!r}: expected a run folder with config.json and last.pt")
+        saved = TransformConfig.from_dict(read_json(run_dir / "config.json"))
+        saved.epochs, saved.time_budget = config.epochs, config.time_budget  # the caps may be raised
+        config = saved
+    config.validate()
+    torch.manual_seed(config.seed)
+    device = resolve_device(config.device)
+    pipeline = Pipeline.parse(config.pipeline)
+    loss_fn = build_loss(config.loss).to(device)
+    data = prepare_data(config.data, pipeline, config.data_root, config.val_fraction, config.seed)
+    net, model_kwargs = build_net(config, data)
+    run_dir = Path(resume) if resume else new_run_dir(out, config.model)
+    net.to(device)
+
+    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
+    scheduler = _make_scheduler(config, optimizer)
+    stopper = EarlyStopping(config.patience, config.min_delta)
+    history: list[dict] = []
+    start_epoch, elapsed, best_state = 0, 0.0, None
+    generator = torch.Generator().manual_seed(config.seed)
+    if resume:
+        state = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state.get("scheduler"):
+            scheduler.load_state_dict(state["scheduler"])
+        stopper.load_state_dict(state["stopper"])
+        history, start_epoch, elapsed = state["history"], state["epoch"] + 1, state["elapsed"]
+        best_state = read_checkpoint(run_dir / "model.pt")["state_dict"] if (run_dir / "model.pt").exists() else None
+        generator.set_state(state["generator"])
+    config_dict = config.to_dict() | {"torch": torch.__version__, "torchvision": torchvision.__version__}
+    write_json(run_dir / "config.json", config.to_dict())
+
+    x_train, y_train = (t.to(device) for t in data.split("train"))
+    x_val, y_val = data.split("val")
+    logger = RunLogger(config.logger, run_dir, config_dict)
+    ckpt_info = dict(model_name=config.model, model_kwargs=model_kwargs, in_shape=data.in_shape,
+                     out_shape=data.out_shape, pipeline=pipeline.spec, config=config.to_dict())
+    if not quiet:
+        n_params = sum(p.numel() for p in net.parameters())
+        print(f"cifarlab: {config.model} ({n_params:,} parameters) learns {pipeline.spec!r} on "
+              f"{data.images.name} ({len(x_train)} train / {len(x_val)} held-out images), device {device}",
+              file=sys.stderr)
+
+    def save_state(epoch: int) -> None:
+        torch_save({"model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    "stopper": stopper.state_dict(), "history": history, "epoch": epoch,
+                    "elapsed": elapsed, "generator": generator.get_state()}, run_dir / "last.pt")
+
+    stop_reason, epoch = "epochs", start_epoch - 1
+    started = time.perf_counter() - elapsed
+    out_of_time = config.time_budget is not None and elapsed >= config.time_budget
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            if out_of_time:
+                stop_reason = "time budget"
+                break
+            net.train()
+            order = torch.randperm(len(x_train), generator=generator).to(device)
+            total, seen = 0.0, 0
+            bar = tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}",
+                       leave=False, disable=quiet or None, unit="batch")
+            for i in bar:
+                batch = order[i:i + config.batch_size]
+                loss = loss_fn(net(x_train[batch]), y_train[batch])
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise TrainingDiverged(f"the training loss became {value} at epoch {epoch + 1}: "
+                                           f"lower --lr; the best checkpoint in {run_dir} is intact")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total, seen = total + value * len(batch), seen + len(batch)
+                bar.set_postfix(loss=f"{value:.3e}")
+                if config.time_budget is not None and time.perf_counter() - started >= config.time_budget:
+                    out_of_time = True
+                    break
+            bar.close()
+            elapsed = time.perf_counter() - started
+            row = {"epoch": epoch + 1, "train_loss": total / max(1, seen),
+                   "val_loss": mean_loss(net, loss_fn, x_val, y_val, device),
+                   "lr": optimizer.param_groups[0]["lr"], "time": elapsed}
+            history.append(row)
+            if not math.isfinite(row["val_loss"]):
+                raise TrainingDiverged(f"the validation loss became {row['val_loss']} at epoch {epoch + 1}: "
+                                       f"lower --lr; the best checkpoint in {run_dir} is intact")
+            monitored = row["val_loss"] if config.monitor == "val" else row["train_loss"]
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                scheduler.step(monitored)
+            elif scheduler is not None:
+                scheduler.step()
+            if stopper.step(monitored):
+                best_state = copy.deepcopy(net.state_dict())
+                save_checkpoint(run_dir / "model.pt", checkpoint(net=net, epoch=epoch + 1,
+                                                                 best_loss=monitored, **ckpt_info))
+            save_state(epoch)
+            logger.scalars({"loss/train": row["train_loss"], "loss/val": row["val_loss"], "lr": row["lr"]}, epoch + 1)
+            if not quiet:
+                mark = "*" if stopper.bad_epochs == 0 else " "
+                print(f"epoch {epoch + 1:4d}  train {row['train_loss']:.3e}  val {row['val_loss']:.3e}{mark} "
+                      f"{elapsed:7.1f}s", file=sys.stderr)
+            if stopper.should_stop:
+                stop_reason = f"early stopping (no {config.monitor} improvement for {config.patience} epochs)"
+                break
+        else:
+            stop_reason = "epochs"
+        if out_of_time:
+            stop_reason = "time budget"
+    except KeyboardInterrupt:
+        elapsed = time.perf_counter() - started
+        save_state(max(epoch - 1, start_epoch - 1))
+        stop_reason = "interrupted"
+        print(f"\ninterrupted: the best model so far is saved; resume with "
+              f"'cifarlab transform train --resume {run_dir}'", file=sys.stderr)
+    finally:
+        logger.close()
+
+    if best_state is None:
+        raise CifarlabError("training stopped before the first epoch finished: nothing to save "
+                            "(raise --time-budget)")
+    net.load_state_dict(best_state)
+    finish_run(run_dir, net, data, config, history, stop_reason, elapsed, device, quiet=quiet)
+    if stop_reason == "interrupted":
+        raise KeyboardInterrupt
+    return run_dir
