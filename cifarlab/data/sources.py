@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torchvision
 import torchvision.transforms.v2.functional as F
-from torchvision.io import ImageReadMode, decode_image
+from torchvision.datasets.folder import pil_loader
 
 from ..errors import CifarlabError
 
@@ -108,6 +108,11 @@ def sample_images(split: str = "train", count: int | None = None, size: int = 32
     return ImageSet(torch.stack(crops), None, None, f"sample-{split}")
 
 
+def read_image(path) -> torch.Tensor:
+    """uint8 (3, H, W) RGB through Pillow, as torchvision's ImageFolder reads images."""
+    return F.pil_to_tensor(pil_loader(str(path)))
+
+
 def _image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
@@ -137,7 +142,7 @@ def load_folder(path: str | os.PathLike, split: str = "train", size: int = 32) -
     images, labels, skipped = [], [], []
     for file, cls in zip(files, class_of):
         try:
-            image = decode_image(torchvision.io.read_file(str(file)), mode=ImageReadMode.RGB)
+            image = read_image(file)
         except Exception:
             skipped.append(str(file))
             continue

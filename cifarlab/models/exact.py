@@ -27,6 +27,18 @@ def probe_operator(pipeline: Pipeline, in_shape=(3, 32, 32)) -> tuple[torch.Tens
     return columns.reshape(n, -1).t().contiguous(), bias
 
 
+def _rank_one(m: torch.Tensor, iterations: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
+    """(u, v) with m ≈ u vᵀ: the top singular pair by power iteration (a full SVD of these
+    wide matrices takes tens of seconds on two cores; a rank-1 matrix converges at once)."""
+    v = torch.randn(m.shape[1], generator=torch.Generator().manual_seed(0), dtype=m.dtype)
+    u = m @ v
+    for _ in range(iterations):
+        u = m @ v
+        u = u / u.norm().clamp_min(1e-300)
+        v = m.t() @ u
+    return u, v
+
+
 def exact_separable_net(pipeline: Pipeline, in_shape=(3, 32, 32), tol: float = 1e-6) -> SeparableNet:
     """A SeparableNet holding the pipeline's exact operator (refused if not separable)."""
     a, b = probe_operator(pipeline, in_shape)
@@ -38,13 +50,9 @@ def exact_separable_net(pipeline: Pipeline, in_shape=(3, 32, 32), tol: float = 1
         t = t.transpose(-1, -2)       # the network transposes its input first
         h, w = w, h
     # Rank-1 over (row pair) x (everything else), then (column pair) x (channel pair).
-    rows = t.permute(1, 4, 0, 3, 2, 5).reshape(ho * h, -1)
-    u, s, v = torch.linalg.svd(rows, full_matrices=False)
-    left = (u[:, 0] * s[0]).view(ho, h)
-    rest = v[0].view(co, c, wo, w).permute(2, 3, 0, 1).reshape(wo * w, co * c)
-    u2, s2, v2 = torch.linalg.svd(rest, full_matrices=False)
-    right = (u2[:, 0] * s2[0]).view(wo, w)
-    mix = v2[0].view(co, c)
+    left, rest = _rank_one(t.permute(1, 4, 0, 3, 2, 5).reshape(ho * h, -1))
+    right, mix = _rank_one(rest.view(co, c, wo, w).permute(2, 3, 0, 1).reshape(wo * w, co * c))
+    left, right, mix = left.view(ho, h), right.view(wo, w), mix.view(co, c)
     approx = torch.einsum("oc,yi,xj->oyxcij", mix, left, right)
     error = (approx - t).norm() / t.norm().clamp_min(1e-30)
     if error > tol:

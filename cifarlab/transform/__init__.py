@@ -1,6 +1,6 @@
 """The main job: distill an image pipeline into a fast network (train, evaluate, export, apply)."""
 from .artifact import ImageTransformNet
 from .config import TransformConfig
-from .train import train
+from .loop import train
 
 __all__ = ["ImageTransformNet", "TransformConfig", "train"]

@@ -5,11 +5,10 @@ import warnings
 from pathlib import Path
 
 import torch
-import torchvision
-from torchvision.io import ImageReadMode, decode_image
+import torchvision.transforms.v2.functional as F
 from tqdm import tqdm
 
-from ..data.sources import _image_files, fit_to_size
+from ..data.sources import _image_files, fit_to_size, read_image
 from ..devices import resolve_device
 from ..errors import CifarlabError
 from ..io import _atomic
@@ -36,7 +35,7 @@ def apply_folder(run_dir: Path, src: Path, dst: Path, batch_size: int = 256, dev
         batch, names = [], []
         for file in files[start:start + batch_size]:
             try:
-                image = decode_image(torchvision.io.read_file(str(file)), mode=ImageReadMode.RGB)
+                image = read_image(file)
             except Exception:
                 skipped.append(file)
                 continue
@@ -50,7 +49,8 @@ def apply_folder(run_dir: Path, src: Path, dst: Path, batch_size: int = 256, dev
             target = (dst / file.relative_to(src)).with_suffix(".png")
             if image.shape[0] not in (1, 3):
                 image = image[:1]
-            _atomic(target, lambda tmp, im=image: torchvision.io.write_png(im, tmp))
+            picture = F.to_pil_image(image[0] if image.shape[0] == 1 else image)
+            _atomic(target, lambda tmp, pic=picture: pic.save(tmp, format="PNG"))
             written += 1
     if skipped:
         warnings.warn(f"skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]}", stacklevel=2)

@@ -8,7 +8,7 @@ from ..errors import CifarlabError
 from ..evaluation.format import db, sci
 from ..io import read_json, write_text
 from .config import TransformConfig
-from .train import train
+from .loop import train
 
 
 def compare_models(names, data, data_root, pipeline, time_budget, epochs, seed, device, out: Path) -> Path:

@@ -5,7 +5,10 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 
 from ..errors import CifarlabError
-from ..pipeline import DEFAULT_PIPELINE
+from ..models import model_builder
+from ..pipeline import DEFAULT_PIPELINE, Pipeline
+from ..training.loggers import LOGGERS
+from ..training.losses import LOSSES
 
 SCHEDULES = ("none", "cosine", "plateau")
 MONITORS = ("val", "train")
@@ -49,6 +52,10 @@ class TransformConfig:
         need(self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r}; valid: {', '.join(SCHEDULES)}")
         need(self.monitor in MONITORS, f"--monitor must be one of {', '.join(MONITORS)}, got {self.monitor!r}")
         need(self.init in ("random", "exact"), f"--init must be random or exact, got {self.init!r}")
+        need(self.loss in LOSSES, f"unknown loss {self.loss!r}; valid losses: {', '.join(LOSSES)}")
+        need(self.logger in LOGGERS, f"unknown logger {self.logger!r}; valid loggers: {', '.join(LOGGERS)}")
+        model_builder(self.model)       # unknown names fail here, before any data is loaded
+        Pipeline.parse(self.pipeline)
         return self
 
     def to_dict(self) -> dict:

@@ -1,0 +1,139 @@
+"""End-to-end: train on real CIFAR images, check fidelity, artifacts, resume and faults."""
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+
+import cifarlab
+from cifarlab.errors import CifarlabError
+from cifarlab.pipeline import Pipeline
+from cifarlab.transform import TransformConfig, train
+from cifarlab.transform import loop as train_module
+
+STATED_PSNR_DB = 50.0  # the default model on the shared subset after 60 epochs (~15 s on 2 cores)
+
+
+@pytest.fixture(scope="module")
+def trained_run(subset_path, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "default"
+    config = TransformConfig(data=str(subset_path), epochs=60, patience=60, logger="none", device="cpu")
+    return train(config, out=str(out), quiet=True)
+
+
+def test_default_model_reaches_stated_psnr_on_heldout_images(trained_run):
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert metrics["heldout_images"] == 508 and metrics["train_images"] == 4577
+    assert float(metrics["psnr"]) >= STATED_PSNR_DB
+    assert metrics["ssim"] > 0.999 and metrics["cosine_accuracy"] == 1.0
+    assert metrics["parameters"] == 3 + 2 * 28 * 32 + 1
+
+
+def test_run_folder_holds_every_artifact(trained_run):
+    for name in ["config.json", "model.pt", "last.pt", "model.pt2", "metrics.json",
+                 "samples.png", "loss.png", "report.md"]:
+        assert (trained_run / name).is_file(), name
+    report = (trained_run / "report.md").read_text()
+    assert "PSNR" in report and "![samples](samples.png)" in report
+    assert not list(trained_run.glob("*.tmp*")), "a temporary file was left behind"
+
+
+def test_loaded_model_reproduces_the_pipeline_and_accepts_uint8(trained_run, subset_path):
+    model = cifarlab.load(trained_run)
+    assert not model.training
+    images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+    as_float = images.float() / 255
+    truth = Pipeline.parse()(as_float)
+    with torch.no_grad():
+        out_uint8, out_float = model(images), model(as_float)
+    assert out_float.shape == (16, 1, 28, 28)
+    assert torch.allclose(out_uint8, out_float, atol=1e-6)
+    assert (out_float - truth).pow(2).mean() < 1e-4
+
+
+@pytest.mark.parametrize("bad, message", [
+    (torch.rand(2, 1, 32, 32), "expected 3 channels"),
+    (torch.rand(2, 3, 28, 28), "expected images of size 32x32"),
+    (torch.rand(3, 32, 32), "expected a batch of images (N, 3, 32, 32)"),
+    (torch.zeros(2, 3, 32, 32, dtype=torch.int32), "got dtype torch.int32"),
+])
+def test_loaded_model_names_what_it_expected(trained_run, bad, message):
+    with pytest.raises(CifarlabError) as error:
+        cifarlab.load(trained_run)(bad)
+    assert message in str(error.value)
+
+
+def test_export_loads_in_plain_pytorch_with_same_outputs(trained_run):
+    program = torch.export.load(str(trained_run / "model.pt2")).module()
+    x = torch.rand(7, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(program(x), cifarlab.load(trained_run)(x), atol=1e-6)
+
+
+def test_missing_or_corrupt_runs_are_refused(tmp_path):
+    with pytest.raises(CifarlabError, match="does not exist"):
+        cifarlab.load(tmp_path / "nope")
+    with pytest.raises(CifarlabError, match="no checkpoint"):
+        cifarlab.load(tmp_path)
+    (tmp_path / "model.pt").write_bytes(b"garbage")
+    with pytest.raises(CifarlabError, match="unreadable or corrupt"):
+        cifarlab.load(tmp_path)
+
+
+class _FaultyLoss(nn.Module):
+    """MSE that fails (raises or returns NaN) from its `after`-th call on."""
+
+    def __init__(self, after, fault):
+        super().__init__()
+        self.calls, self.after, self.fault = 0, after, fault
+
+    def forward(self, pred, target):
+        self.calls += 1
+        if self.calls > self.after:
+            if self.fault == "interrupt":
+                raise KeyboardInterrupt
+            return pred.sum() * float("nan")
+        return nn.functional.mse_loss(pred, target)
+
+
+def _small_config(**kw):
+    return TransformConfig(data="sample", epochs=3, batch_size=256, logger="none", device="cpu", **kw)
+
+
+def test_ctrl_c_saves_and_resume_continues(tmp_path, monkeypatch):
+    # 6000 sample images -> 22 batches an epoch: interrupt in the third epoch
+    monkeypatch.setattr(train_module, "build_loss", lambda name: _FaultyLoss(50, "interrupt"))
+    with pytest.raises(KeyboardInterrupt):
+        train(_small_config(), out=str(tmp_path / "run"), quiet=True)
+    run = tmp_path / "run"
+    state = torch.load(run / "last.pt", weights_only=True)
+    assert len(state["history"]) == 2 and (run / "model.pt").exists() and (run / "report.md").exists()
+    monkeypatch.setattr(train_module, "build_loss", lambda name: nn.MSELoss())
+    train(_small_config(), resume=str(run), quiet=True)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"] == 3 and metrics["stopped_by"] == "epochs"
+
+
+def test_nan_loss_stops_with_best_checkpoint_intact(tmp_path, monkeypatch):
+    monkeypatch.setattr(train_module, "build_loss", lambda name: _FaultyLoss(30, "nan"))
+    run = tmp_path / "run"
+    with pytest.raises(CifarlabError, match="became nan at epoch 2"):
+        train(_small_config(), out=str(run), quiet=True)
+    best = torch.load(run / "model.pt", weights_only=True)
+    assert best["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in best["state_dict"].values())
+    assert cifarlab.load(run)(torch.rand(2, 3, 32, 32)).isfinite().all()
+
+
+def test_nonsense_settings_are_refused():
+    for kw, message in [({"lr": -1}, "--lr must be a positive number"),
+                        ({"batch_size": 0}, "--batch-size must be a positive integer"),
+                        ({"val_fraction": 1.5}, "--val-fraction must be between 0 and 1")]:
+        with pytest.raises(CifarlabError, match=message):
+            TransformConfig(**kw).validate()
+
+
+def test_exact_init_matches_pipeline_before_any_training(tmp_path):
+    config = TransformConfig(data="sample", init="exact", epochs=1, lr=1e-9, logger="none", device="cpu")
+    run = train(config, out=str(tmp_path / "exact"), quiet=True)
+    assert float(json.loads((run / "metrics.json").read_text())["psnr"]) > 100
