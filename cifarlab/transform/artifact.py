@@ -11,11 +11,13 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from .. import checkpoints
 from ..errors import CifarlabError
 from ..io import _atomic, torch_save
 from ..models import create_model
 
 FORMAT = "cifarlab-transform/1"
+INPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.uint8)
 
 
 class ImageTransformNet(nn.Module):
@@ -28,24 +30,26 @@ class ImageTransformNet(nn.Module):
         self.in_shape, self.out_shape, self.pipeline = tuple(in_shape), tuple(out_shape), pipeline
 
     def check_input(self, x: torch.Tensor) -> None:
+        if (isinstance(x, torch.Tensor) and x.dtype in INPUT_DTYPES and x.dim() == 4
+                and x.shape[1:] == self.in_shape):
+            return  # the common case, kept cheap: at batch size 1 this check is on the hot path
         expected = f"(N, {', '.join(map(str, self.in_shape))})"
         if not isinstance(x, torch.Tensor):
             raise CifarlabError(f"expected a tensor of images {expected}, got {type(x).__name__}")
-        if x.dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.uint8):
+        if x.dtype not in INPUT_DTYPES:
             raise CifarlabError(f"expected float images in [0, 1] or uint8 images, got dtype {x.dtype}")
         if x.dim() != 4:
             raise CifarlabError(f"expected a batch of images {expected}, got shape {tuple(x.shape)}")
         if x.shape[1] != self.in_shape[0]:
             raise CifarlabError(f"expected {self.in_shape[0]} channels {expected}, got {x.shape[1]} "
                                 f"(shape {tuple(x.shape)})")
-        if tuple(x.shape[2:]) != self.in_shape[1:]:
-            raise CifarlabError(f"expected images of size {self.in_shape[1]}x{self.in_shape[2]} {expected}, "
-                                f"got {tuple(x.shape)}")
+        raise CifarlabError(f"expected images of size {self.in_shape[1]}x{self.in_shape[2]} {expected}, "
+                            f"got {tuple(x.shape)}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         if x.dtype == torch.uint8:
-            x = x.float().div_(255)
+            x = x / 255  # one pass to float32, the same values as x.float().div_(255)
         return self.net(x)
 
 
@@ -62,17 +66,7 @@ def save_checkpoint(path, ckpt: dict) -> Path:
 
 
 def read_checkpoint(path) -> dict:
-    path = Path(path)
-    if not path.exists():
-        raise CifarlabError(f"no checkpoint at {str(path)!r}: expected a run folder written by "
-                            f"'cifarlab transform train'")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CifarlabError(f"checkpoint {str(path)!r} is unreadable or corrupt ({type(e).__name__})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CifarlabError(f"{str(path)!r} is not a cifarlab transform checkpoint")
-    return ckpt
+    return checkpoints.read_checkpoint(path, FORMAT)
 
 
 def build_from_checkpoint(ckpt: dict) -> ImageTransformNet:

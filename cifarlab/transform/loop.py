@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 import torchvision
+import torchvision.transforms.v2.functional  # noqa: F401
 from tqdm import tqdm
 
 from ..devices import resolve_device
@@ -82,6 +83,18 @@ def mean_loss(net, loss_fn, inputs, targets, device, batch_size=1024) -> float:
         x, y = inputs[i:i + batch_size].to(device), targets[i:i + batch_size].to(device)
         total += loss_fn(net(x), y).item() * len(x)
     return total / max(1, len(inputs))
+
+
+def _log_samples(logger, net, best_state, x_val, y_val, device, step, count=8) -> None:
+    """Input / ground truth / output rows of the first held-out images, for TensorBoard."""
+    import torchvision.utils as vutils
+    net.load_state_dict(best_state)
+    with torch.no_grad():
+        out = net.eval()(x_val[:count].to(device)).cpu().clamp(0, 1)
+    size = list(y_val.shape[-2:])
+    rows = [torchvision.transforms.v2.functional.resize(x_val[:count], size, antialias=True), y_val[:count], out]
+    rows = [r.expand(-1, 3, -1, -1) if r.shape[1] == 1 else r[:, :3] for r in rows]
+    logger.images("samples/input-truth-model", vutils.make_grid(torch.cat(rows), nrow=count), step)
 
 
 def train(config: TransformConfig, out: str | None = None, resume: str | None = None,
@@ -206,6 +219,8 @@ def train(config: TransformConfig, out: str | None = None, resume: str | None = 
         print(f"\ninterrupted: the best model so far is saved; resume with "
               f"'cifarlab transform train --resume {run_dir}'", file=sys.stderr)
     finally:
+        if best_state is not None:
+            _log_samples(logger, net, best_state, x_val, y_val, device, len(history))
         logger.close()
 
     if best_state is None:

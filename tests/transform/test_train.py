@@ -73,7 +73,7 @@ def test_export_loads_in_plain_pytorch_with_same_outputs(trained_run):
 def test_missing_or_corrupt_runs_are_refused(tmp_path):
     with pytest.raises(CifarlabError, match="does not exist"):
         cifarlab.load(tmp_path / "nope")
-    with pytest.raises(CifarlabError, match="no checkpoint"):
+    with pytest.raises(CifarlabError, match="no checkpoint at"):
         cifarlab.load(tmp_path)
     (tmp_path / "model.pt").write_bytes(b"garbage")
     with pytest.raises(CifarlabError, match="unreadable or corrupt"):
