@@ -16,3 +16,4 @@ def transform():
 
 
 from . import transform_commands  # noqa: E402,F401  (registers the commands)
+from . import bench_commands  # noqa: E402,F401

@@ -1,0 +1,56 @@
+"""Options for the model's fastest path, each measured and scored on its own.
+
+`plain` is the artifact exactly as `cifarlab.load` returns it. `compile` is opt-in: on a
+2-core CPU it took ~24 s to compile, gave no gain at batch 1024 and was ~9x slower at batch 1.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ..errors import CifarlabError
+
+DEFAULT_VARIANTS = ("plain", "uint8", "channels_last", "half")
+ALL_VARIANTS = DEFAULT_VARIANTS + ("compile",)
+GPU_ONLY = {"half"}
+
+
+@dataclass
+class Variant:
+    name: str
+    model: Callable[[torch.Tensor], torch.Tensor]
+    images: torch.Tensor    # the workload in the form this variant takes, on the CPU
+
+
+def parse_variants(text: str | None) -> tuple[str, ...]:
+    if text is None or text == "default":
+        return DEFAULT_VARIANTS
+    names = ALL_VARIANTS if text == "all" else tuple(v.strip() for v in text.split(",") if v.strip())
+    unknown = [v for v in names if v not in ALL_VARIANTS]
+    if unknown or not names:
+        raise CifarlabError(f"unknown fast-path variant(s) {', '.join(unknown) or '(none)'}; "
+                            f"valid: {', '.join(ALL_VARIANTS)}, default or all")
+    return names
+
+
+def build_variant(name: str, model: torch.nn.Module, workload, device: torch.device) -> Variant | None:
+    """The variant on `device`, or None where it does not apply (half precision on the CPU)."""
+    if name in GPU_ONLY and device.type == "cpu":
+        return None
+    model = model.to(device)
+    if name == "plain":
+        return Variant(name, model, workload.inputs)
+    if name == "uint8":
+        return Variant(name, model, workload.stored)
+    if name == "channels_last":
+        return Variant(name, model.to(memory_format=torch.channels_last),
+                       workload.inputs.contiguous(memory_format=torch.channels_last))
+    if name == "half":
+        half = copy.deepcopy(model).half()
+        return Variant(name, lambda x: half(x.half()), workload.inputs)
+    if name == "compile":
+        return Variant(name, torch.compile(model), workload.inputs)
+    raise ValueError(name)

@@ -1,0 +1,145 @@
+"""The benchmark's mechanics on a tiny workload: every contender runs, the outputs are
+well-formed, --compat prints the reference lines, bad input gives one-line errors.
+No timing is asserted: the numbers depend on the machine and its load."""
+import json
+import re
+
+import pytest
+import torch
+
+from cifarlab.bench import run_benchmark, run_compat
+from cifarlab.bench.compat import MODEL_LINE, SEQUENTIAL_LINE
+from cifarlab.cli import main
+from cifarlab.models.exact import exact_separable_net
+from cifarlab.pipeline import Pipeline
+from cifarlab.transform import TransformConfig, train
+
+TINY = ["--images", "64", "--batch-sizes", "1,16", "--repeats", "1", "--device", "cpu", "--quiet"]
+CONTENDERS = {"sequential", "sequential-functional", "memory-copy-whole", "memory-copy", "batched-torchvision",
+              "model-fast", "exact-operator", "dataloader-floor", "model-reference"}
+
+
+@pytest.fixture(scope="session")
+def trained_run(subset_path, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench-runs") / "tiny"
+    config = TransformConfig(data=str(subset_path), time_budget=5, logger="none", device="cpu")
+    return train(config, out=str(out), quiet=True)
+
+
+@pytest.fixture(scope="session")
+def benched(trained_run):
+    results = run_benchmark(trained_run, images=64, batch_sizes="1,16", devices="cpu", repeats=1, quiet=True)
+    return trained_run, results
+
+
+def test_every_contender_runs_at_every_batch_size(benched):
+    _, results = benched
+    rows = results["rows"]
+    assert results["complete"] and {r["contender"] for r in rows} == CONTENDERS
+    for contender in CONTENDERS - {"sequential", "sequential-functional", "memory-copy-whole"}:
+        assert {r["batch_size"] for r in rows if r["contender"] == contender} == {1, 16}, contender
+    assert {r["variant"] for r in rows if r["contender"] == "model-fast"} == {"plain", "uint8", "channels_last"}
+    for r in rows:
+        assert r["median"] > 0 and r["low"] <= r["median"] <= r["high"] and len(r["samples"]) == 1
+
+
+def test_every_model_path_reports_its_psnr(benched):
+    _, results = benched
+    for r in results["rows"]:
+        if r["contender"] in ("model-fast", "model-reference", "exact-operator"):
+            assert r["psnr"] > 20, r
+    exact = next(r for r in results["rows"] if r["contender"] == "exact-operator")
+    assert exact["psnr"] > 100  # the exact operator is the pipeline to float precision
+
+
+def test_outputs_are_written_and_well_formed(benched):
+    run_dir, _ = benched
+    data = json.loads((run_dir / "bench.json").read_text())
+    facts = data["machine"]
+    assert data["images"] == 64 and data["repeats"] == 1 and data["batch_sizes"] == [1, 16]
+    assert {"cpu", "cpu_cores", "torch_threads", "torch"} <= facts.keys() and data["peak_rss_mb"] > 0
+    assert all({"goal", "value", "target", "met"} <= g.keys() for g in data["goals"])
+    md = (run_dir / "bench.md").read_text()
+    assert "| device | batch size | sequential (s) |" in md and "| CPU | 16 |" in md
+    assert "memory-copy" in md and "PSNR" in md
+    assert (run_dir / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "## Inference benchmark" in (run_dir / "report.md").read_text()
+
+
+def test_exact_operator_matches_the_pipeline():
+    pipeline = Pipeline.parse()
+    x = torch.rand(32, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        assert torch.allclose(exact_separable_net(pipeline)(x), pipeline(x), atol=1e-5)
+
+
+def test_compat_prints_the_reference_lines(trained_run, capsys):
+    run_compat(trained_run, images=32, batch_sizes="1,16", devices="cpu")
+    lines = capsys.readouterr().out.strip().splitlines()
+    number = r"\d+(\.\d+)?(e-?\d+)?"
+    assert re.fullmatch(rf"Sequential transforming each image took: {number} on CPU\.", lines[0])
+    assert [re.fullmatch(rf"Using a model with batch_size: (\d+) took {number} on cpu\.", line).group(1)
+            for line in lines[1:]] == ["1", "16"]
+    assert SEQUENTIAL_LINE.startswith("Sequential transforming") and "{bs}" in MODEL_LINE
+
+
+def test_cli_compat_mode(trained_run, capsys):
+    assert main(["transform", "bench", str(trained_run), "--compat", *TINY]) == 0
+    assert capsys.readouterr().out.count("Using a model with batch_size:") == 2
+
+
+def test_interrupted_benchmark_writes_what_it_measured(trained_run, tmp_path, monkeypatch):
+    import shutil
+
+    import cifarlab.bench.runner as runner
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir)
+    real = runner.Bench.time
+
+    def time_then_interrupt(self, contender, *args, **kwargs):
+        if contender == "batched-torchvision":
+            raise KeyboardInterrupt
+        return real(self, contender, *args, **kwargs)
+
+    monkeypatch.setattr(runner.Bench, "time", time_then_interrupt)
+    assert main(["transform", "bench", str(run_dir), *TINY]) == 130
+    data = json.loads((run_dir / "bench.json").read_text())
+    assert data["complete"] is False and data["rows"]
+    assert "INCOMPLETE" in (run_dir / "bench.md").read_text()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--batch-sizes", "0,16"], "batch sizes must be positive integers"),
+    (["--batch-sizes", "a"], "batch sizes must be positive integers"),
+    (["--device", "cpu,tpu"], "unknown device 'tpu'"),
+    (["--repeats", "0"], "--repeats must be a positive integer"),
+])
+def test_bad_options_give_one_line_errors(trained_run, capsys, args, message):
+    assert main(["transform", "bench", str(trained_run), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_absent_device_names_the_available_ones(trained_run, capsys):
+    absent = next(d for d in ("cuda", "mps") if d not in __import__("cifarlab.devices").devices.available_devices())
+    assert main(["transform", "bench", str(trained_run), "--device", absent]) == 2
+    assert "available: cpu" in capsys.readouterr().err
+
+
+def test_run_folder_without_model(tmp_path, capsys):
+    assert main(["transform", "bench", str(tmp_path)]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_model_whose_input_does_not_fit_the_data(trained_run, tmp_path, capsys):
+    import shutil
+
+    from cifarlab.models.separable import SeparableNet
+    from cifarlab.transform.artifact import checkpoint, save_checkpoint
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir)
+    net = SeparableNet((3, 64, 64), (1, 28, 28))
+    save_checkpoint(run_dir / "model.pt", checkpoint("sepnet", {}, net, (3, 64, 64), (1, 28, 28),
+                                                     Pipeline.parse().spec, {}))
+    assert main(["transform", "bench", str(run_dir), *TINY]) == 2
+    assert "the model takes images of shape (3, 64, 64)" in capsys.readouterr().err
