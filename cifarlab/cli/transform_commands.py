@@ -50,6 +50,8 @@ def training_options(f):
         click.option("--val-fraction", type=float, default=DEFAULTS.val_fraction, show_default=True),
         click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True),
         click.option("--device", default=DEFAULTS.device, show_default=True, help="auto|cpu|cuda|mps."),
+        click.option("--threads", type=int, default=None,
+                     help="CPU threads for torch [default: torch's]; 1 avoids stalls when other processes share the cores."),
         click.option("--logger", type=click.Choice(LOGGERS), default=DEFAULTS.logger, show_default=True),
         click.option("--out", default=None, help="Run folder [default: runs/<timestamp>-<model>]."),
         click.option("--resume", default=None, type=click.Path(), help="Continue the run in this folder."),

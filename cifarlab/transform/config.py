@@ -34,6 +34,7 @@ class TransformConfig:
     val_fraction: float = 0.1
     seed: int = 0
     device: str = "auto"
+    threads: int | None = None          # CPU threads for torch (None: torch's default)
     logger: str = "tensorboard"
     bench: bool = False                 # run the inference benchmark after training (cifarlab run)
 
@@ -47,6 +48,7 @@ class TransformConfig:
         need(self.time_budget is None or self.time_budget > 0,
              f"--time-budget must be a positive number of seconds, got {self.time_budget}")
         need(self.patience >= 1, f"--patience must be a positive integer, got {self.patience}")
+        need(self.threads is None or self.threads >= 1, f"--threads must be a positive integer, got {self.threads}")
         need(self.min_delta >= 0, f"--min-delta must be >= 0, got {self.min_delta}")
         need(0 < self.val_fraction < 1, f"--val-fraction must be between 0 and 1, got {self.val_fraction}")
         need(self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r}; valid: {', '.join(SCHEDULES)}")

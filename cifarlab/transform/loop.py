@@ -108,6 +108,8 @@ def train(config: TransformConfig, out: str | None = None, resume: str | None = 
         saved.epochs, saved.time_budget = config.epochs, config.time_budget  # the caps may be raised
         config = saved
     config.validate()
+    if config.threads:
+        torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
     pipeline = Pipeline.parse(config.pipeline)
