@@ -126,8 +126,12 @@ def train(config: TransformConfig, out: str | None = None, resume: str | None = 
     start_epoch, elapsed, best_state = 0, 0.0, None
     generator = torch.Generator().manual_seed(config.seed)
     if resume:
-        state = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)
-        net.load_state_dict(state["model"])
+        try:
+            state = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)
+            net.load_state_dict(state["model"])
+        except Exception as e:
+            raise CifarlabError(f"cannot resume {str(run_dir)!r}: last.pt is corrupt or from another "
+                                f"model ({type(e).__name__})") from None
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and state.get("scheduler"):
             scheduler.load_state_dict(state["scheduler"])

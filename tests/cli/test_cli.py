@@ -83,3 +83,12 @@ def test_apply_writes_pngs_in_the_same_tree_and_refuses_src(capsys, exact_run, t
     assert (written.float() / 255 - expected).abs().max() <= 1 / 255 + 1e-6
     code, _, err = run(capsys, "transform", "apply", str(exact_run), str(src), str(src / "out"))
     assert code == 2 and "refusing to write into the source folder" in err
+
+
+def test_resume_of_a_corrupt_run_is_refused(capsys, exact_run, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text((exact_run / "config.json").read_text())
+    (broken / "last.pt").write_bytes(b"truncated")
+    code, _, err = run(capsys, "transform", "train", "--resume", str(broken), "--quiet")
+    assert code == 2 and "last.pt is corrupt" in err
