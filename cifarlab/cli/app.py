@@ -16,4 +16,5 @@ def transform():
 
 
 from . import transform_commands  # noqa: E402,F401  (registers the commands)
+from . import classify_commands  # noqa: E402,F401
 from . import bench_commands  # noqa: E402,F401

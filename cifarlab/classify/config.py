@@ -1,0 +1,75 @@
+"""Everything that defines a classification run; saved as config.json so a run can be rebuilt."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+from ..errors import CifarlabError
+
+OPTIMIZERS = ("adam", "adamw", "sgd")          # sgd is always Nesterov
+SCHEDULES = ("none", "plateau", "onecycle", "cosine")
+
+
+@dataclass
+class ClassifyConfig:
+    recipe: str = "fast"                # the preset the other values came from (recipes.py)
+    data: str = "cifar10"               # cifar10 | a folder (ImageFolder tree); 'sample' has no labels
+    data_root: str | None = None
+    val_fraction: float = 0.1           # seeded hold-out from the training pool
+    model: str = "fastnet"
+    model_args: dict = field(default_factory=dict)
+    pretrained: bool = False            # resnet18_tv from ImageNet weights
+    optimizer: str = "sgd"
+    lr: float = 0.2
+    momentum: float = 0.85              # sgd only
+    weight_decay: float = 5e-4
+    bias_lr_scale: float = 1.0          # BatchNorm shifts learn this much faster (airbench: 64)
+    batch_size: int = 256
+    epochs: int = 30
+    time_budget: float | None = None    # seconds of training steps (evaluation excluded), across resumes
+    schedule: str = "onecycle"          # onecycle and cosine follow the clock when --time-budget is set
+    warmup: float = 0.2                 # onecycle: share of the run spent warming up
+    label_smoothing: float = 0.2
+    augment: str = "crop:2,flip"        # see augment.py
+    tta: bool = True                    # average the logits of the image and its mirror
+    patience: int = 1000                # early stopping on validation accuracy (epochs)
+    min_delta: float = 0.0
+    amp: bool = True                    # bfloat16 autocast on CUDA (ignored elsewhere)
+    channels_last: bool = False
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0                    # torch CPU threads; 0 = torch's default
+    logger: str = "tensorboard"
+
+    def validate(self) -> "ClassifyConfig":
+        def need(ok, message):
+            if not ok:
+                raise CifarlabError(message)
+        need(self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+        need(self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r}; valid: {', '.join(SCHEDULES)}")
+        need(self.lr > 0 and math.isfinite(self.lr), f"--lr must be a positive number, got {self.lr}")
+        need(self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}")
+        need(0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}")
+        need(self.batch_size >= 1, f"--batch-size must be a positive integer, got {self.batch_size}")
+        need(self.epochs >= 1, f"--epochs must be a positive integer, got {self.epochs}")
+        need(self.time_budget is None or self.time_budget > 0,
+             f"--time-budget must be a positive number of seconds, got {self.time_budget}")
+        need(0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        need(0 <= self.warmup < 1, f"--warmup must be in [0, 1), got {self.warmup}")
+        need(self.patience >= 1, f"--patience must be a positive integer, got {self.patience}")
+        need(0 < self.val_fraction < 1, f"--val-fraction must be between 0 and 1, got {self.val_fraction}")
+        need(self.threads >= 0, f"--threads must be >= 0, got {self.threads}")
+        from ..models import classifiers  # noqa: F401  (registers the classifiers)
+        from ..models.registry import model_builder
+        from .augment import parse_augment
+        model_builder(self.model, "classify")  # unknown names fail early, listing the valid ones
+        parse_augment(self.augment)
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ClassifyConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})

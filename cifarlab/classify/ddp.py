@@ -1,0 +1,88 @@
+"""Multi-process data parallel training, driven by the environment torchrun sets.
+
+One machine, N processes (gloo on CPU, NCCL on GPU)::
+
+    torchrun --standalone --nproc_per_node=2 -m cifarlab classify train --data DATA --out runs/ddp
+
+Two machines (run on each, NODE_RANK 0 and 1, MASTER = the first machine's address)::
+
+    torchrun --nnodes=2 --node_rank=$NODE_RANK --nproc_per_node=8 \\
+        --rdzv_backend=c10d --rdzv_endpoint=$MASTER:29500 -m cifarlab classify train ...
+
+`--batch-size` stays the *global* batch: each of the W processes takes every W-th image of
+each batch, so W processes follow the same schedule as one process, within noise. Rank 0
+alone evaluates, decides and writes the run folder; the others receive its decisions.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def from_environment() -> Dist:
+    return Dist(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+                int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def setup(device: torch.device) -> tuple[Dist, torch.device]:
+    """Join the process group when started by torchrun; each process gets its own GPU."""
+    d = from_environment()
+    if not d.enabled:
+        return d, device
+    if device.type == "cuda":
+        device = torch.device("cuda", d.local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return d, device
+
+
+def shard(batch_index: torch.Tensor, d: Dist) -> torch.Tensor:
+    """This process's share of a global batch."""
+    return batch_index[d.rank::d.world] if d.enabled else batch_index
+
+
+def max_across(value: float, d: Dist, device: torch.device) -> float:
+    """The largest value over processes: one clock, so every process stops at the same step."""
+    if not d.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
+
+
+def from_main(values: list[float], d: Dist, device: torch.device) -> list[float]:
+    """Rank 0's numbers, on every process."""
+    if not d.enabled:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.broadcast(t, src=0)
+    return t.tolist()
+
+
+def barrier(d: Dist) -> None:
+    if d.enabled:
+        dist.barrier()
+
+
+def cleanup(d: Dist) -> None:
+    if d.enabled and dist.is_initialized():
+        dist.destroy_process_group()

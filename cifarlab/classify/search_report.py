@@ -1,0 +1,104 @@
+"""A finished (or interrupted) search as files: trials.csv, best.json, heatmap.png, report.md."""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from optuna.trial import TrialState  # noqa: E402
+
+from ..io import save_figure, write_json, write_text  # noqa: E402
+
+
+def _fmt(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def trial_rows(study) -> list[dict]:
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        folds = t.user_attrs.get("fold_accuracies", [])
+        rows.append({"number": t.number, "state": t.state.name, **t.params,
+                     "mean": t.value if t.state == TrialState.COMPLETE else None,
+                     "std": t.user_attrs.get("std"), "folds": folds, "seconds": t.user_attrs.get("seconds")})
+    return rows
+
+
+def heatmap(rows: list[dict], space: dict, path) -> bool:
+    """Mean accuracy over the first two searched grid parameters with more than one value."""
+    axes_names = [n for n, v in space.items() if isinstance(v, list) and len(v) > 1][:2]
+    if not axes_names:
+        return False
+    y_name = axes_names[0]
+    x_name = axes_names[1] if len(axes_names) > 1 else None
+    ys = sorted(space[y_name], key=lambda v: (isinstance(v, str), v))
+    xs = sorted(space[x_name], key=lambda v: (isinstance(v, str), v)) if x_name else [None]
+    best: dict = {}
+    for row in rows:
+        if row["mean"] is None:
+            continue
+        key = (row.get(y_name), row.get(x_name) if x_name else None)
+        best[key] = max(best.get(key, -1.0), row["mean"])
+    grid = [[best.get((y, x), float("nan")) for x in xs] for y in ys]
+    fig, ax = plt.subplots(figsize=(1.1 * len(xs) + 2.5, 0.6 * len(ys) + 1.8))
+    image = ax.imshow(grid, cmap="viridis", aspect="auto")
+    for i, y in enumerate(ys):
+        for j, x in enumerate(xs):
+            value = grid[i][j]
+            ax.text(j, i, "—" if value != value else f"{value:.1%}", ha="center", va="center", fontsize=8,
+                    color="white")
+    ax.set_yticks(range(len(ys)), [_fmt(y) for y in ys])
+    ax.set_ylabel(y_name)
+    ax.set_xticks(range(len(xs)), [_fmt(x) for x in xs] if x_name else [""])
+    ax.set_xlabel(x_name or "")
+    ax.set_title("mean k-fold accuracy", fontsize=9)
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+    return True
+
+
+def write_search_report(study, space: dict, spec, out: Path, seconds: float) -> Path:
+    rows = trial_rows(study)
+    names = list(space)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["number", "state", *names, "mean_accuracy", "std", "fold_accuracies", "seconds"])
+    for r in rows:
+        writer.writerow([r["number"], r["state"], *[r.get(n) for n in names], r["mean"], r["std"],
+                         " ".join(f"{a:.4f}" for a in r["folds"]), r["seconds"]])
+    write_text(out / "trials.csv", buffer.getvalue())
+
+    complete = sorted((r for r in rows if r["mean"] is not None), key=lambda r: -r["mean"])
+    has_heatmap = heatmap(rows, space, out / "heatmap.png")
+    base = spec.base_config()
+    lines = [f"# cifarlab classify search: recipe `{spec.recipe}`, {spec.folds}-fold cross-validation", "",
+             f"Data: `{spec.data}`; {base.epochs} epoch(s) per trial and fold"
+             + (f", at most {spec.time_budget:g} s" if spec.time_budget else "")
+             + f"; study `{study.study_name}`; {len(complete)} complete, "
+             f"{sum(r['state'] == 'FAIL' for r in rows)} failed, {sum(r['state'] == 'PRUNED' for r in rows)} "
+             f"duplicate, {sum(r['state'] == 'RUNNING' for r in rows)} running trial(s); this invocation "
+             f"{seconds:.0f} s with {spec.workers} worker(s).", ""]
+    if complete:
+        best = complete[0]
+        settings = ", ".join(f"{n}={_fmt(best[n])}" for n in names)
+        flags = " ".join(f"--{n.replace('_', '-')} {_fmt(best[n])!s}" for n in names)
+        lines += [f"**Best:** {settings}: {best['mean']:.2%} ± {best['std']:.2%} (trial {best['number']}).", "",
+                  f"Train it: `cifarlab classify train --recipe {spec.recipe} --data {spec.data} {flags}`", ""]
+        write_json(out / "best.json", {"params": {n: best[n] for n in names}, "mean_accuracy": best["mean"],
+                                       "std": best["std"], "trial": best["number"], "recipe": spec.recipe})
+    lines += ["| trial | " + " | ".join(names) + " | accuracy (mean ± std) | folds | seconds |",
+              "|---|" + "---|" * len(names) + "---|---|---|"]
+    for r in complete:
+        lines.append(f"| {r['number']} | " + " | ".join(_fmt(r[n]) for n in names)
+                     + f" | {r['mean']:.2%} ± {r['std']:.2%} | " + " ".join(f"{a:.1%}" for a in r["folds"])
+                     + f" | {r['seconds']:.0f} |")
+    if has_heatmap:
+        lines += ["", "![heatmap](heatmap.png)"]
+    lines.append("")
+    return write_text(out / "report.md", "\n".join(lines))

@@ -1,0 +1,144 @@
+"""Train a CIFAR-10 classifier into a run folder; the loop is deliberately plain.
+
+    cifarlab classify train --data ../shared/data/cifar10-train-subset --recipe fast --time-budget 60
+    torchrun --standalone --nproc_per_node=2 -m cifarlab classify train --data ... --out runs/ddp
+
+A run folder holds config.json, model.pt (best validation accuracy), last.pt (for --resume),
+model.pt2 (torch.export, loadable without cifarlab), metrics.json, curves.png, confusion.png,
+report.md and tensorboard/. Ctrl-C saves and finishes the run; `--resume RUN_DIR` continues
+it. A NaN loss stops the run with the best checkpoint intact.
+"""
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import torch
+import torchvision
+from tqdm import tqdm
+
+from ..devices import resolve_device
+from ..errors import CifarlabError
+from ..io import read_json, torch_save, write_json
+from ..training import RunLogger
+from . import ddp
+from .artifact import build_classifier, checkpoint, save_checkpoint
+from .config import ClassifyConfig
+from .data import prepare_data
+from .report import finish_run
+from .trainer import Trainer, init_from_data
+
+
+def new_run_dir(out: str | None, recipe: str) -> Path:
+    run_dir = Path(out) if out else Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-classify-{recipe}"
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise CifarlabError(f"run folder {str(run_dir)!r} already exists and is not empty; "
+                            f"choose another --out or resume it with --resume")
+    return run_dir
+
+
+def resumed_config(run_dir: Path, config: ClassifyConfig) -> ClassifyConfig:
+    if not (run_dir / "config.json").exists() or not (run_dir / "last.pt").exists():
+        raise CifarlabError(f"cannot resume {str(run_dir)!r}: expected a run folder with config.json and last.pt")
+    saved = ClassifyConfig.from_dict(read_json(run_dir / "config.json"))
+    saved.epochs, saved.time_budget = config.epochs, config.time_budget  # the caps may be raised
+    return saved
+
+
+def train(config: ClassifyConfig, out: str | None = None, resume: str | None = None, quiet: bool = False) -> Path:
+    """Train (or resume) a run; returns its folder. Works alike in one process and under torchrun."""
+    run_dir = Path(resume) if resume else new_run_dir(out, config.recipe)
+    if resume:
+        config = resumed_config(run_dir, config)
+    config.validate()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    dist, device = ddp.setup(resolve_device(config.device))
+    quiet = quiet or not dist.is_main
+    try:
+        return _train(config, run_dir, bool(resume), dist, device, quiet)
+    finally:
+        ddp.cleanup(dist)
+
+
+def _train(config, run_dir, resuming, dist, device, quiet) -> Path:
+    data = prepare_data(config.data, config.data_root, config.val_fraction, config.seed)
+    train_set, val_set = data.split("train"), data.split("val")
+    model = build_classifier(config.model, config.model_args, data.classes, config.pretrained, config.tta)
+    init_from_data(model, train_set.images)
+    model.to(device)
+    trainer = Trainer(config, model, train_set, device, dist)
+    if resuming:
+        state = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)
+        best = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)["state_dict"] \
+            if (run_dir / "model.pt").exists() else None
+        trainer.load_state_dict(state, best)
+
+    meta = {"torch": torch.__version__, "torchvision": torchvision.__version__, "processes": dist.world,
+            "device": str(device)}
+    logger = None
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "config.json", config.to_dict())
+        logger = RunLogger(config.logger, run_dir, config.to_dict() | meta)
+    if not quiet:
+        n_params = sum(p.numel() for p in model.parameters())
+        print(f"cifarlab classify: recipe {config.recipe}, {config.model} ({n_params:,} parameters) on "
+              f"{data.pool.name} ({len(train_set)} train / {len(val_set)} validation images, {len(data.classes)} "
+              f"classes), device {device}" + (f" x {dist.world} processes" if dist.enabled else ""), file=sys.stderr)
+
+    def save_state() -> None:
+        if dist.is_main:
+            torch_save(trainer.state_dict(), run_dir / "last.pt")
+
+    stop_reason = "epochs"
+    try:
+        while trainer.epoch < config.epochs and not trainer.out_of_time:
+            bar = tqdm(total=trainer.steps_per_epoch, desc=f"epoch {trainer.epoch + 1}/{config.epochs}",
+                       leave=False, disable=quiet or None, unit="batch", file=sys.stderr)
+            row = trainer.train_epoch(bar)
+            bar.close()
+            row.update(trainer.validate(val_set))
+            if dist.is_main:
+                if row["improved"]:
+                    save_checkpoint(run_dir / "model.pt", checkpoint(
+                        model, config.model, config.model_args, config.to_dict(), epoch=row["epoch"],
+                        val_accuracy=row["val_accuracy"]))
+                save_state()
+                logger.scalars({"loss/train": row["train_loss"], "loss/val": row["val_loss"],
+                                "accuracy/train": row["train_accuracy"], "accuracy/val": row["val_accuracy"],
+                                "lr": row["lr"], "epoch_seconds": row["epoch_seconds"]}, row["epoch"])
+            if not quiet:
+                mark = "*" if row["improved"] else " "
+                print(f"epoch {row['epoch']:3d}  train loss {row['train_loss']:.3f} acc {row['train_accuracy']:.1%}  "
+                      f"val loss {row['val_loss']:.3f} acc {row['val_accuracy']:.1%}{mark}  lr {row['lr']:.2e}  "
+                      f"{row['epoch_seconds']:5.1f}s/epoch  {row['time']:6.1f}s", file=sys.stderr)
+            if trainer.stopper.should_stop:
+                stop_reason = f"early stopping (no validation improvement for {config.patience} epochs)"
+                break
+        if trainer.out_of_time:
+            stop_reason = "time budget"
+    except KeyboardInterrupt:
+        save_state()
+        stop_reason = "interrupted"
+        if not quiet:
+            print(f"\ninterrupted: the best model so far is saved; resume with "
+                  f"'cifarlab classify train --resume {run_dir}'", file=sys.stderr)
+    finally:
+        if logger is not None:
+            logger.close()
+
+    ddp.barrier(dist)
+    if not dist.is_main:
+        return run_dir
+    if trainer.best_state is None:
+        raise CifarlabError("training stopped before the first epoch finished: nothing to save (raise --time-budget)")
+    model.load_state_dict(trainer.best_state)
+    model.to(memory_format=torch.contiguous_format)
+    finish_run(run_dir, model, data, config, trainer.history, stop_reason, trainer.elapsed, device, meta, quiet)
+    if stop_reason == "interrupted":
+        raise KeyboardInterrupt
+    return run_dir
+

@@ -1,0 +1,222 @@
+"""One epoch of classifier training, and everything it needs to resume, with the data on the device.
+
+The whole training set lives on the training device as one uint8 tensor; each step slices a
+batch, scales it to [0, 1], augments it with batched tensor ops and takes an optimizer step.
+With a time budget the learning-rate schedule follows the clock (progress = the larger of
+steps done / steps planned and seconds spent / seconds allowed), so a 60 s run anneals fully
+in 60 s. The budget counts training steps only; evaluation is not charged to it.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..data import ImageSet
+from ..errors import CifarlabError
+from ..training import EarlyStopping
+from . import ddp
+from .artifact import ImageClassifier
+from .augment import Augment
+from .config import ClassifyConfig
+
+WHITENING_IMAGES = 5000
+
+
+class TrainingDiverged(CifarlabError):
+    pass
+
+
+def lr_factor(schedule: str, progress: float, warmup: float) -> float:
+    """The learning rate as a share of --lr at `progress` (0 to 1) through the run."""
+    progress = min(max(progress, 0.0), 1.0)
+    if schedule == "onecycle":  # linear up from 0.2 to 1 over `warmup`, then linear down to 0
+        if progress < warmup:
+            return 0.2 + 0.8 * progress / warmup
+        return (1 - progress) / (1 - warmup)
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    return 1.0  # none; plateau changes the rate itself
+
+
+def build_optimizer(config: ClassifyConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """Weights in one group; biases and BatchNorm shifts (1-D) in another that learns
+    `bias_lr_scale` times faster with the same per-step weight decay (airbench's split)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    weights, shifts = [p for p in params if p.ndim > 1], [p for p in params if p.ndim <= 1]
+    scale = config.bias_lr_scale
+    groups = [dict(params=weights, lr=config.lr, weight_decay=config.weight_decay),
+              dict(params=shifts, lr=config.lr * scale, weight_decay=config.weight_decay / scale)]
+    for group in groups:
+        group["base_lr"] = group["lr"]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, momentum=config.momentum, nesterov=config.momentum > 0)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups)
+    return torch.optim.Adam(groups)
+
+
+def init_from_data(model: ImageClassifier, images: torch.Tensor) -> None:
+    """Networks with a data-dependent first layer (fastnet's whitening conv) set it up here."""
+    if hasattr(model.net, "init_from_data"):
+        sample = images[:WHITENING_IMAGES]
+        model.net.init_from_data(model.normalize(sample.float().div(255)))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device,
+             batch_size: int = 1000, channels_last: bool = False) -> dict:
+    """Cross-entropy (no smoothing), accuracy and the predictions, in eval mode (TTA if the model has it)."""
+    was_training = model.training
+    model.eval()
+    logits = []
+    for i in range(0, len(images), batch_size):
+        x = images[i:i + batch_size].to(device).float().div_(255)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        logits.append(model(x).float().cpu())
+    model.train(was_training)
+    logits = torch.cat(logits)
+    labels = labels.cpu()
+    predictions = logits.argmax(1)
+    return {"loss": F.cross_entropy(logits, labels).item(),
+            "accuracy": (predictions == labels).double().mean().item(), "predictions": predictions}
+
+
+class Trainer:
+    """Holds the model, optimizer, schedule, early stopping, generators and clock of a run."""
+
+    def __init__(self, config: ClassifyConfig, model: ImageClassifier, train_set: ImageSet,
+                 device: torch.device, dist: ddp.Dist | None = None):
+        self.config, self.model, self.device = config, model, device
+        self.dist = dist or ddp.Dist()
+        self.images = train_set.images.to(device)                    # uint8, resident on the device
+        self.labels = train_set.labels.to(device)
+        self.batch_size = min(config.batch_size, len(self.images))
+        self.steps_per_epoch = len(self.images) // self.batch_size    # drop the ragged last batch
+        self.total_steps = self.steps_per_epoch * config.epochs
+        self.optimizer = build_optimizer(config, model)
+        self.plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, mode="max", factor=0.3,
+                                                                    patience=2)
+                        if config.schedule == "plateau" else None)
+        self.stopper = EarlyStopping(config.patience, config.min_delta)
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        self.augment = Augment(config.augment)
+        self.order_generator = torch.Generator().manual_seed(config.seed)   # the same on every process
+        self.augment_generator = torch.Generator(device=device).manual_seed(config.seed + 1 + self.dist.rank)
+        self.epoch, self.step, self.elapsed = 0, 0, 0.0
+        self.history: list[dict] = []
+        self.best_state: dict | None = None
+        self.best_accuracy = -1.0
+        use_amp = config.amp and device.type == "cuda"
+        self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else contextlib.nullcontext
+        if config.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.net = model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+            self.net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    @property
+    def out_of_time(self) -> bool:
+        return self.config.time_budget is not None and self.elapsed >= self.config.time_budget
+
+    def progress(self) -> float:
+        done = self.step / max(1, self.total_steps)
+        if self.config.time_budget:
+            done = max(done, self.elapsed / self.config.time_budget)
+        return done
+
+    def set_lr(self) -> float:
+        if self.plateau is None:
+            factor = lr_factor(self.config.schedule, self.progress(), self.config.warmup)
+            for group in self.optimizer.param_groups:
+                group["lr"] = group["base_lr"] * factor
+        return self.optimizer.param_groups[0]["lr"]
+
+    def train_epoch(self, progress_bar=None) -> dict:
+        """One pass over the (shuffled) training set, or up to the time budget."""
+        self.net.train()
+        order = torch.randperm(len(self.images), generator=self.order_generator).to(self.device)
+        started, before = time.perf_counter(), self.elapsed
+        loss_sum, correct, seen = 0.0, 0, 0
+        for i in range(self.steps_per_epoch):
+            lr = self.set_lr()
+            index = ddp.shard(order[i * self.batch_size:(i + 1) * self.batch_size], self.dist)
+            x = self.augment(self.images[index].float().div_(255), self.augment_generator)
+            y = self.labels[index]
+            if self.config.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with self.autocast():
+                logits = self.net(x)
+            loss = self.loss_fn(logits.float(), y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.step += 1
+            value = loss.item()
+            if not math.isfinite(value):
+                raise TrainingDiverged(f"the training loss became {value} at epoch {self.epoch + 1}: lower --lr "
+                                       f"(the best checkpoint so far is intact)")
+            loss_sum += value * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+            self.elapsed = ddp.max_across(before + time.perf_counter() - started, self.dist, self.device)
+            if progress_bar is not None:
+                progress_bar.update(1)
+                progress_bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.3g}")
+            if self.out_of_time:
+                break
+        self.epoch += 1
+        row = {"epoch": self.epoch, "train_loss": loss_sum / max(1, seen), "train_accuracy": correct / max(1, seen),
+               "lr": self.optimizer.param_groups[0]["lr"], "epoch_seconds": self.elapsed - before,
+               "time": self.elapsed, "images_per_second": seen * self.dist.world / max(1e-9, self.elapsed - before)}
+        self.history.append(row)
+        return row
+
+    def validate(self, val_set: ImageSet) -> dict:
+        """Rank 0 scores the validation set; every process gets its numbers and acts on them alike."""
+        scores = [0.0, 0.0]
+        if self.dist.is_main:
+            result = evaluate(self.model, val_set.images, val_set.labels, self.device,
+                              channels_last=self.config.channels_last)
+            scores = [result["loss"], result["accuracy"]]
+        val_loss, val_accuracy = ddp.from_main(scores, self.dist, self.device)
+        if not math.isfinite(val_loss):
+            raise TrainingDiverged(f"the validation loss became {val_loss} at epoch {self.epoch}: lower --lr "
+                                   f"(the best checkpoint so far is intact)")
+        improved = self.stopper.step(-val_accuracy)
+        if improved:
+            self.best_accuracy = val_accuracy
+            self.best_state = copy.deepcopy(self.model.state_dict())
+        if self.plateau is not None:
+            self.plateau.step(val_accuracy)
+        row = {"val_loss": val_loss, "val_accuracy": val_accuracy, "improved": improved}
+        self.history[-1].update(row)
+        return row
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "plateau": self.plateau.state_dict() if self.plateau is not None else None,
+                "stopper": self.stopper.state_dict(), "history": self.history, "epoch": self.epoch,
+                "step": self.step, "elapsed": self.elapsed, "best_accuracy": self.best_accuracy,
+                "order_generator": self.order_generator.get_state(),
+                "augment_generator": self.augment_generator.get_state().cpu()}
+
+    def load_state_dict(self, state: dict, best_state: dict | None) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.plateau is not None and state.get("plateau"):
+            self.plateau.load_state_dict(state["plateau"])
+        self.stopper.load_state_dict(state["stopper"])
+        self.history, self.epoch, self.step = state["history"], state["epoch"], state["step"]
+        self.elapsed, self.best_accuracy = state["elapsed"], state["best_accuracy"]
+        self.order_generator.set_state(state["order_generator"])
+        if self.dist.world == 1:  # with several processes each has its own stream; a fresh one is fine
+            self.augment_generator.set_state(state["augment_generator"])
+        self.best_state = best_state

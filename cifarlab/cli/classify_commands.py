@@ -1,0 +1,229 @@
+"""`cifarlab classify train|eval|predict|search`: thin wrappers over cifarlab.classify."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ..errors import CifarlabError
+from ..models.registry import parse_model_args
+from ..training.loggers import LOGGERS
+from .app import cli
+
+FROM_RECIPE = "[default: from --recipe]"
+
+
+@cli.group()
+def classify():
+    """Train, evaluate, search and apply CIFAR-10 classifiers (recipes: baseline, seed004, fast, airbench94)."""
+
+
+def _recipe_help() -> str:
+    from ..classify.recipes import DEFAULT_RECIPE, RECIPES
+    return f"Preset for every option not given: {', '.join(RECIPES)}.  [default: {DEFAULT_RECIPE}]"
+
+
+def data_options(f):
+    options = [
+        click.option("--data", default="cifar10", show_default=True,
+                     help="cifar10, or an ImageFolder tree (one subfolder per class; train/ and test/ "
+                          "subfolders give a test split). Unlabelled sources are refused."),
+        click.option("--data-root", default=None,
+                     help="Where CIFAR-10 is cached  [default: $CIFARLAB_DATA or ~/.cache/cifarlab/data]."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def recipe_options(f):
+    """The options every recipe sets; None means 'the recipe's value'."""
+    options = [
+        click.option("--recipe", default="fast", help=_recipe_help()),
+        click.option("--model", default=None, help=f"Classifier from the registry (baseline_cnn, deep_cnn, "
+                                                   f"resnet_bottleneck, fastnet, resnet18_tv).  {FROM_RECIPE}"),
+        click.option("--model-args", default=None,
+                     help=f"Model options, e.g. 'widths=32-64-128,dropout=0.1'.  {FROM_RECIPE}"),
+        click.option("--activation", default=None,
+                     help="relu|leaky_relu|elu|gelu, for models with an activation  [default: the model's]."),
+        click.option("--pretrained", is_flag=True, default=False,
+                     help="Fine-tune torchvision's ResNet-18 from ImageNet weights (implies --model resnet18_tv)."),
+        click.option("--optimizer", default=None, help=f"adam|adamw|sgd (Nesterov).  {FROM_RECIPE}"),
+        click.option("--lr", type=float, default=None, help=f"Peak learning rate.  {FROM_RECIPE}"),
+        click.option("--momentum", type=float, default=None, help=f"SGD momentum.  {FROM_RECIPE}"),
+        click.option("--weight-decay", type=float, default=None, help=f"L2 weight decay.  {FROM_RECIPE}"),
+        click.option("--batch-size", type=int, default=None,
+                     help=f"Global batch size (split across torchrun processes).  {FROM_RECIPE}"),
+        click.option("--epochs", type=int, default=None, help=f"Epoch cap.  {FROM_RECIPE}"),
+        click.option("--time-budget", type=float, default=None,
+                     help="Seconds of training steps (evaluation excluded); onecycle/cosine follow the clock  "
+                          "[default: none]."),
+        click.option("--schedule", default=None, help=f"none|plateau|onecycle|cosine.  {FROM_RECIPE}"),
+        click.option("--warmup", type=float, default=None,
+                     help=f"onecycle: share of the run spent warming up.  {FROM_RECIPE}"),
+        click.option("--bias-lr-scale", type=float, default=None,
+                     help=f"Biases and BatchNorm shifts learn this many times faster.  {FROM_RECIPE}"),
+        click.option("--label-smoothing", type=float, default=None, help=f"Cross-entropy smoothing.  {FROM_RECIPE}"),
+        click.option("--augment", default=None,
+                     help=f"Batched on-device augmentation, e.g. 'crop:4,flip,rotate:15,cutout:8' or none.  "
+                          f"{FROM_RECIPE}"),
+        click.option("--tta/--no-tta", default=None, help=f"Average logits over the image and its mirror.  "
+                                                         f"{FROM_RECIPE}"),
+        click.option("--patience", type=int, default=None,
+                     help="Early stopping: epochs without a better validation accuracy  [default: off]."),
+        click.option("--min-delta", type=float, default=None,
+                     help="Early stopping: the smallest accuracy gain that counts  [default: 0]."),
+        click.option("--channels-last/--no-channels-last", default=None,
+                     help=f"channels_last memory format (faster convolutions on CPU).  {FROM_RECIPE}"),
+        click.option("--val-fraction", type=float, default=0.1, show_default=True,
+                     help="Share of the training pool held out for validation (seeded)."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed for split, init and augmentation."),
+        click.option("--device", default="auto", show_default=True, help="auto|cpu|cuda|mps."),
+        click.option("--amp/--no-amp", default=True, show_default=True, help="bfloat16 autocast on CUDA."),
+        click.option("--threads", type=int, default=0, show_default=True, help="CPU threads (0: torch's default)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return data_options(f)
+
+
+def config_from(options: dict):
+    from ..classify.recipes import recipe_config
+    given = {k: options.get(k) for k in ("data", "data_root", "val_fraction", "model", "optimizer", "lr",
+                                         "momentum", "weight_decay", "batch_size", "epochs", "time_budget",
+                                         "schedule", "warmup", "bias_lr_scale", "label_smoothing", "augment", "tta",
+                                         "patience", "min_delta",
+                                         "channels_last", "seed", "device", "amp", "threads", "logger")}
+    if options.get("model_args") is not None:
+        given["model_args"] = parse_model_args(options["model_args"])
+    if options.get("pretrained"):
+        if given["model"] not in (None, "resnet18_tv"):
+            raise CifarlabError(f"--pretrained fine-tunes resnet18_tv; it cannot be combined with "
+                                f"--model {given['model']}")
+        given.update(model="resnet18_tv", pretrained=True)
+    config = recipe_config(options.get("recipe") or "fast", **given)
+    if options.get("activation"):
+        config.model_args = {**config.model_args, "activation": options["activation"]}
+    return config
+
+
+@classify.command("train")
+@recipe_options
+@click.option("--logger", type=click.Choice(LOGGERS), default="tensorboard", show_default=True)
+@click.option("--out", default=None, help="Run folder  [default: runs/<timestamp>-classify-<recipe>].")
+@click.option("--resume", default=None, type=click.Path(), help="Continue the run in this folder.")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+def train_command(**options):
+    """Train a classifier; writes a run folder with model, export, metrics, figures and report.md.
+
+    Under torchrun (`torchrun --nproc_per_node=N -m cifarlab classify train ...`) the processes
+    share the global batch (DDP: gloo on CPU, NCCL on GPU)."""
+    from ..classify import train
+    from ..classify.ddp import from_environment
+    config = config_from(options)
+    run_dir = train(config, out=options["out"], resume=options["resume"], quiet=options["quiet"])
+    if from_environment().is_main:
+        click.echo(str(run_dir))
+
+
+def _classifier(run_dir: str):
+    from ..classify.artifact import load_run
+    return load_run(run_dir)
+
+
+@classify.command("eval")
+@click.argument("run_dir")
+@data_options
+@click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True,
+              help="Which split of --data (a folder without train/ and test/ is one pool: scored whole).")
+@click.option("--device", default="auto", show_default=True, help="auto|cpu|cuda|mps.")
+@click.option("--out", default=None,
+              help="Also write eval.json and confusion.png into this folder  [default: none].")
+def eval_command(run_dir, data, data_root, split, device, out):
+    """Score a trained run on labelled data: accuracy, per-class accuracy, confusion matrix."""
+    from ..classify.data import load_labelled
+    from ..classify.report import confusion_figure, score
+    from ..devices import resolve_device
+    from ..io import write_json
+
+    model = _classifier(run_dir)
+    images = load_labelled(data, split, data_root)
+    labels = align_labels(images.labels, images.classes, model.classes)
+    dev = resolve_device(device)
+    scores = score(model.to(dev), images.images, labels, model.classes, dev)
+    result = {"run": str(run_dir), "data": images.name, **scores}
+    if out:
+        write_json(Path(out) / "eval.json", result)
+        confusion_figure(scores["confusion"], model.classes, Path(out) / "confusion.png",
+                         f"{images.name}: {scores['accuracy']:.1%}")
+    result.pop("confusion")
+    click.echo(json.dumps(result, indent=2))
+
+
+def align_labels(labels, data_classes, model_classes):
+    """Map the data's class indices onto the model's, by class name."""
+    if list(data_classes) == list(model_classes):
+        return labels
+    missing = sorted(set(data_classes) - set(model_classes))
+    if missing:
+        raise CifarlabError(f"the data has classes the model does not know: {', '.join(missing)} "
+                            f"(model classes: {', '.join(model_classes)})")
+    import torch
+    mapping = torch.tensor([list(model_classes).index(c) for c in data_classes])
+    return mapping[labels]
+
+
+@classify.command("predict")
+@click.argument("run_dir")
+@click.argument("images", nargs=-1, required=True)
+@click.option("--top-k", type=int, default=3, show_default=True, help="How many classes to list per image.")
+@click.option("--device", default="auto", show_default=True, help="auto|cpu|cuda|mps.")
+@click.option("--json", "as_json", is_flag=True, default=False, help="Print JSON instead of text.")
+def predict_command(run_dir, images, top_k, device, as_json):
+    """Top-k classes with probabilities for each IMAGE (any size: the shorter side is scaled to 32 px,
+    antialiased, then the centre 32x32 square is taken)."""
+    from ..classify.predict import predict_files
+    results = predict_files(_classifier(run_dir), [Path(p) for p in images], top_k, device)
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+        return
+    for item in results:
+        ranked = ", ".join(f"{name} {p:.1%}" for name, p in item["top"])
+        click.echo(f"{item['image']}: {ranked}")
+
+
+@classify.command("search")
+@click.option("--recipe", default="fast", help=_recipe_help())
+@data_options
+@click.option("--grid", default=None,
+              help="Parameters to search: 'lr=0.001,0.002;weight_decay=0,0.001' (a grid: Optuna GridSampler) "
+                   "or ranges 'lr=1e-4..1e-1:log;weight_decay=0..0.01' (TPE, with --trials)  "
+                   "[default: the report's grid, lr 4 values x weight_decay 6 values].")
+@click.option("--folds", type=int, default=3, show_default=True, help="k of k-fold cross-validation.")
+@click.option("--epochs", type=int, default=None, help="Epochs per trial and fold  [default: from the recipe's search "
+                                                         "default, see docs/classify.md].")
+@click.option("--time-budget", type=float, default=None,
+              help="Seconds of training per trial and fold  [default: none].")
+@click.option("--trials", type=int, default=30, show_default=True,
+              help="Trials for ranges (TPE); grids run every point.")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="Local worker processes; CPU threads are split among them.")
+@click.option("--storage", default=None,
+              help="Optuna storage shared by workers on several machines: sqlite:///search.db, "
+                   "postgresql://user:pass@host/db, or a journal file path  [default: OUT/study.journal].")
+@click.option("--study-name", default=None, help="Study to create or join  [default: derived from the settings].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for folds, training and the sampler.")
+@click.option("--device", default="auto", show_default=True, help="auto|cpu|cuda|mps.")
+@click.option("--out", default="runs/search", show_default=True,
+              help="Folder for trials.csv, heatmap.png, report.md (and the journal).")
+@click.option("--quiet", is_flag=True, help="No per-trial output.")
+def search_command(recipe, data, data_root, grid, folds, epochs, time_budget, trials, workers, storage, study_name,
+                   seed, device, out, quiet):
+    """k-fold cross-validated hyperparameter search with Optuna; interrupted searches resume from the storage."""
+    from ..classify.search import SearchSpec, run_search
+    spec = SearchSpec(recipe=recipe, data=data, data_root=data_root, grid=grid, folds=folds, epochs=epochs,
+                      time_budget=time_budget, trials=trials, workers=workers, storage=storage,
+                      study_name=study_name, seed=seed, device=device, out=out)
+    report = run_search(spec, quiet=quiet)
+    click.echo(str(report))
