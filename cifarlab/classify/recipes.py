@@ -11,7 +11,7 @@ A recipe fills every option the user did not give; anything given on the command
   2x2 first convolution, conv-pool-BN-GELU groups, label smoothing 0.2, reflect-translate by 2 px
   and mirror as batched tensor ops on the device, Nesterov SGD with a one-cycle schedule that
   follows the clock under --time-budget, test-time mirror averaging. Widths and batch are sized
-  for CPU throughput (see benchmarks/classify.md).
+  for CPU throughput (see BENCHMARKS.md).
 - ``airbench94``: airbench94's network size (64-256-256) and hyperparameters translated to this
   loop (batch 1024, Nesterov SGD with momentum 0.85, BN-shift learning rate x64, ~10 epochs), as
   the reference the ``fast`` recipe is measured against.

@@ -6,7 +6,7 @@ import pytest
 from cifarlab.classify import recipe_config, train
 
 EPOCHS = 2
-STATED_ACCURACY = 0.45  # measured 50.4% (seed 0, 1 thread, 2-core CPU); see benchmarks/classify.md
+STATED_ACCURACY = 0.45  # measured 50.4% (seed 0, 1 thread, 2-core CPU); see BENCHMARKS.md
 
 
 @pytest.mark.slow
