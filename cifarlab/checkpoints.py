@@ -1,4 +1,4 @@
-"""Reading checkpoints: always `weights_only=True`, with one-line errors for missing or foreign files."""
+"""Writing and reading checkpoints (atomic writes; reads always `weights_only=True`, with one-line errors for missing or foreign files."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,6 +6,7 @@ from pathlib import Path
 import torch
 
 from .errors import CifarlabError
+from .io import torch_save
 
 # checkpoint "format" -> the command that writes it (for the error message)
 WRITERS = {"cifarlab-transform/1": "cifarlab transform train", "cifarlab-classify/1": "cifarlab classify train"}
@@ -25,3 +26,8 @@ def read_checkpoint(path, expected_format: str | None = None) -> dict:
     if found not in WRITERS or (expected_format and found != expected_format):
         raise CifarlabError(f"{str(path)!r} is not a checkpoint written by '{writer}'")
     return ckpt
+
+
+def save_checkpoint(path, ckpt: dict) -> Path:
+    """Atomic: a crash mid-write never replaces the previous best checkpoint."""
+    return torch_save(ckpt, path)

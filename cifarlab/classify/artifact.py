@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from .. import checkpoints
 from ..errors import CifarlabError
-from ..io import _atomic, torch_save
+from ..io import _atomic
 from ..models import create_model
 from ..models.registry import model_builder
 
@@ -87,9 +87,6 @@ def checkpoint(model: ImageClassifier, model_name: str, model_kwargs: dict, conf
             "state_dict": {k: v.detach().cpu().clone() for k, v in state.items()},
             "config": config, **extra}
 
-
-def save_checkpoint(path, ckpt: dict) -> Path:
-    return torch_save(ckpt, path)
 
 
 def read_checkpoint(path) -> dict:

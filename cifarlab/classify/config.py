@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 
+from ..configs import RunConfig
 from ..errors import CifarlabError
 
 OPTIMIZERS = ("adam", "adamw", "sgd")          # sgd is always Nesterov
@@ -11,7 +12,7 @@ SCHEDULES = ("none", "plateau", "onecycle", "cosine")
 
 
 @dataclass
-class ClassifyConfig:
+class ClassifyConfig(RunConfig):
     recipe: str = "fast"                # the preset the other values came from (recipes.py)
     data: str = "cifar10"               # cifar10 | a folder (ImageFolder tree); 'sample' has no labels
     data_root: str | None = None
@@ -66,10 +67,3 @@ class ClassifyConfig:
         parse_augment(self.augment)
         return self
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "ClassifyConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})

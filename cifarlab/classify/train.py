@@ -23,7 +23,8 @@ from ..errors import CifarlabError
 from ..io import read_json, torch_save, write_json
 from ..training import RunLogger
 from . import ddp
-from .artifact import build_classifier, checkpoint, save_checkpoint
+from .artifact import build_classifier, checkpoint
+from ..checkpoints import save_checkpoint
 from .config import ClassifyConfig
 from .data import prepare_data
 from .report import finish_run

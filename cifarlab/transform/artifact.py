@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from .. import checkpoints
 from ..errors import CifarlabError
-from ..io import _atomic, torch_save
+from ..io import _atomic
 from ..models import create_model
 
 FORMAT = "cifarlab-transform/1"
@@ -60,9 +60,6 @@ def checkpoint(model_name: str, model_kwargs: dict, net: nn.Module, in_shape, ou
             "in_shape": list(in_shape), "out_shape": list(out_shape), "pipeline": pipeline,
             "config": config, **extra}
 
-
-def save_checkpoint(path, ckpt: dict) -> Path:
-    return torch_save(ckpt, path)
 
 
 def read_checkpoint(path) -> dict:

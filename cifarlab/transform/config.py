@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 
+from ..configs import RunConfig
 from ..errors import CifarlabError
 from ..models import model_builder
 from ..pipeline import DEFAULT_PIPELINE, Pipeline
@@ -15,7 +16,7 @@ MONITORS = ("val", "train")
 
 
 @dataclass
-class TransformConfig:
+class TransformConfig(RunConfig):
     data: str = "cifar10"               # cifar10 | sample | a folder of images
     data_root: str | None = None        # where CIFAR-10 is cached (default ~/.cache/cifarlab/data)
     pipeline: str = DEFAULT_PIPELINE
@@ -60,10 +61,3 @@ class TransformConfig:
         Pipeline.parse(self.pipeline)
         return self
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TransformConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})

@@ -28,7 +28,8 @@ from ..models import create_model
 from ..models.exact import exact_separable_net
 from ..pipeline import Pipeline
 from ..training import EarlyStopping, RunLogger, build_loss
-from .artifact import checkpoint, read_checkpoint, save_checkpoint
+from .artifact import checkpoint, read_checkpoint
+from ..checkpoints import save_checkpoint
 from .config import TransformConfig
 from .data import TransformData, prepare_data
 from .finish import finish_run
@@ -140,7 +141,7 @@ def train(config: TransformConfig, out: str | None = None, resume: str | None = 
         best_state = read_checkpoint(run_dir / "model.pt")["state_dict"] if (run_dir / "model.pt").exists() else None
         generator.set_state(state["generator"])
     config_dict = config.to_dict() | {"torch": torch.__version__, "torchvision": torchvision.__version__}
-    write_json(run_dir / "config.json", config.to_dict())
+    write_json(run_dir / "config.json", config_dict)  # from_dict skips the version keys on --resume
 
     x_train, y_train = (t.to(device) for t in data.split("train"))
     x_val, y_val = data.split("val")

@@ -135,7 +135,8 @@ def test_model_whose_input_does_not_fit_the_data(trained_run, tmp_path, capsys):
     import shutil
 
     from cifarlab.models.separable import SeparableNet
-    from cifarlab.transform.artifact import checkpoint, save_checkpoint
+    from cifarlab.checkpoints import save_checkpoint
+    from cifarlab.transform.artifact import checkpoint
     run_dir = tmp_path / "run"
     shutil.copytree(trained_run, run_dir)
     net = SeparableNet((3, 64, 64), (1, 28, 28))
