@@ -1,6 +1,8 @@
 """The issue's goals, as ratios against floors timed in the same run."""
 from __future__ import annotations
 
+from .timing import paired_ratio
+
 GOAL_BATCH = 1024
 PROTOCOL_BATCH = 64
 MIN_PSNR_DB = 60.0
@@ -31,8 +33,10 @@ def break_even(rows, device, contender="model-reference", variant="plain"):
     return min(wins, default=None)
 
 
-def _ratio(a, b):
-    return a["median"] / b["median"] if a and b else None
+def goal_batch(batch_sizes) -> int:
+    """The batch size the CPU goals are judged at: 1024, or the largest one measured."""
+    return GOAL_BATCH if GOAL_BATCH in batch_sizes else max(batch_sizes)
+
 
 
 def _goal(name, value, target, met, note=""):
@@ -41,7 +45,7 @@ def _goal(name, value, target, met, note=""):
 
 def evaluate_goals(rows, batch_sizes) -> list[dict]:
     goals = []
-    big = GOAL_BATCH if GOAL_BATCH in batch_sizes else max(batch_sizes)
+    big = goal_batch(batch_sizes)
     for label, pick in (("fastest path", lambda: fastest_model(rows, "cpu", big)),
                         ("plain cifarlab.load artifact", lambda: find(rows, "model-fast", "cpu", big, variant="plain"))):
         model = pick()
@@ -51,33 +55,33 @@ def evaluate_goals(rows, batch_sizes) -> list[dict]:
         copy = find(rows, "memory-copy", "cpu", big)
         whole = find(rows, "memory-copy-whole", "cpu")
         tv = find(rows, "batched-torchvision", "cpu", big)
-        r = _ratio(model, copy)
+        r = paired_ratio(model, copy)
         goals.append(_goal(f"{tag}: time / memory copy (per batch, same loop)", r, "<= 1.5", r is not None and r <= 1.5))
-        r = _ratio(model, whole)
+        r = paired_ratio(model, whole)
         goals.append(_goal(f"{tag}: time / memory copy (whole tensor, one clone)", r, "<= 1.5",
                            r is not None and r <= 1.5))
-        r = _ratio(tv, model)
+        r = paired_ratio(tv, model)
         goals.append(_goal(f"{tag}: batched-torchvision / model", r, ">= 3", r is not None and r >= 3))
         p = model.get("psnr")
         goals.append(_goal(f"{tag}: PSNR (dB)", p, f">= {MIN_PSNR_DB:g}", p is not None and p >= MIN_PSNR_DB))
     seq, one = find(rows, "sequential", "cpu"), find(rows, "model-fast", "cpu", 1, variant="plain")
     if seq and one:
-        r = _ratio(seq, one)
+        r = paired_ratio(seq, one)
         goals.append(_goal("CPU, batch 1, plain artifact: sequential / model", r, "> 1", r > 1))
     ref, floor = find(rows, "model-reference", "cpu", PROTOCOL_BATCH, "host"), find(
         rows, "dataloader-floor", "cpu", PROTOCOL_BATCH, "host")
     if ref and floor:
-        r = _ratio(ref, floor)
+        r = paired_ratio(ref, floor)
         goals.append(_goal(f"CPU, reference protocol, batch {PROTOCOL_BATCH}: model / DataLoader alone", r, "<= 2.5",
-                           r <= 2.5, note=f"sequential / model = {_ratio(seq, ref):.2f}x" if seq else ""))
+                           r <= 2.5, note=f"sequential / model = {paired_ratio(seq, ref):.2f}x" if seq else ""))
     for device in sorted({r["device"] for r in rows} - {"cpu"}):
         for source, floor_name in (("host", "host-to-device copy"), ("resident", "device-to-device copy")):
             model = fastest_model(rows, device, big, source)
-            r = _ratio(model, find(rows, "memory-copy", device, big, source))
+            r = paired_ratio(model, find(rows, "memory-copy", device, big, source))
             goals.append(_goal(f"{device}, data on {source}, batch {big}: model / {floor_name}", r, "<= 1.5",
                                r is not None and r <= 1.5))
         u8, copy = find(rows, "model-fast", device, big, "host", "uint8"), find(rows, "memory-copy", device, big, "host")
-        r = _ratio(u8, copy)
+        r = paired_ratio(u8, copy)
         goals.append(_goal(f"{device}, uint8 input from host, batch {big}: model / float32 transfer", r,
                            "< 1 (below the float floor)", r is not None and r < 1))
     return goals

@@ -7,6 +7,7 @@ from pathlib import Path
 from ..io import read_json, write_json, write_text
 from .goals import break_even, evaluate_goals, fastest_model, find
 from .plot import bench_figure
+from .timing import paired_ratio
 
 ORDER = ("memory-copy-whole", "memory-copy", "dataloader-floor", "batched-torchvision", "exact-operator",
          "model-fast", "model-reference")
@@ -65,7 +66,10 @@ def bench_markdown(results: dict) -> str:
         f"Workload: {results['images']:,} images of {results['data']} (tiled from {results['unique_images']:,}), "
         f"float32 (N, 3, 32, 32) in [0, 1], {results['workload_mb']:.0f} MiB; pipeline `{results['pipeline']}`. "
         f"Each time is the median of {results['repeats']} passes over the whole workload after one warm-up pass "
-        f"[min–max]; GPU times are synchronised.",
+        f"[min–max]; GPU times are synchronised. "
+        f"The contenders of one device, data source and batch size run in interleaved rounds (the order rotated "
+        f"each round), and every ratio is the median of the per-round ratios, so a slow spell of a shared "
+        f"machine hits the model and its floor alike.",
         f"Machine: {facts['cpu']}, {facts['cpu_cores']} cores, {facts['torch_threads']} torch threads, "
         f"torch {facts['torch']}, torchvision {facts['torchvision']}"
         + (f", GPU {facts['gpu']}" if facts.get("gpu") else "") + f"; 1-minute load average at the start {_load(facts.get('load_average_1min'))}. "
@@ -124,8 +128,8 @@ def _contender_table(rows, results) -> list[str]:
             name += " (dropped: loses quality)"
         lines.append(f"| {r['device']} | {r['source']} | {r['batch_size'] or 'all'} | {name} | {_s(r['median'])} | "
                      f"{_s(r['low'])}–{_s(r['high'])} | {r['per_image_us']:.2f} | "
-                     f"{_x(r['median'] / copy['median'] if copy and r['batch_size'] else None)} | "
-                     f"{_x(tv['median'] / r['median'] if tv else None)} | {_db(r.get('psnr'))} |")
+                     f"{_x(paired_ratio(r, copy) if r['batch_size'] else None)} | "
+                     f"{_x(paired_ratio(tv, r))} | {_db(r.get('psnr'))} |")
     return lines + [""]
 
 

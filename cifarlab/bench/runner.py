@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -23,7 +24,8 @@ from ..pipeline import Pipeline
 from ..transform.artifact import read_checkpoint
 from . import contenders as C
 from .report import write_outputs
-from .timing import machine_facts, measure, peak_memory_mb
+from .goals import goal_batch
+from .timing import machine_facts, measure_rounds, peak_memory_mb
 from .variants import build_variant, parse_variants
 from .workload import load_workload, run_config
 
@@ -63,6 +65,17 @@ def psnr(squared_error: float, count: int, peak: float) -> float:
     return float("inf") if mse == 0 else 10 * math.log10(peak ** 2 / mse)
 
 
+@dataclass
+class Entry:
+    """One contender's pass, to be timed in rounds beside the others of its group."""
+    contender: str
+    run: C.Pass
+    batch_size: int | None
+    variant: str | None = None
+    warmup: C.Pass | None = None
+    extra: dict = field(default_factory=dict)
+
+
 class Bench:
     """Holds the rows measured so far and the settings every measurement shares."""
 
@@ -70,21 +83,35 @@ class Bench:
         self.workload, self.repeats, self.quiet = workload, repeats, quiet
         self.rows: list[dict] = []
         self.notes: list[str] = []
+        self.groups = 0
         self.peak = data_range(workload.targets)
 
     def time(self, contender: str, device, run, batch_size=None, source="resident", variant=None,
              warmup=None, **extra) -> dict:
-        timing = measure(run, self.repeats, device, warmup)
-        row = {"contender": contender, "variant": variant, "device": device.type, "source": source,
-               "batch_size": batch_size, **timing.to_dict(),
-               "per_image_us": timing.median / len(self.workload) * 1e6, "peak_rss_mb": peak_memory_mb(), **extra}
-        self.rows.append(row)
-        if not self.quiet:
-            label = contender + (f"[{variant}]" if variant else "")
-            where = f"{device.type}" + (f"/{source}" if source != "resident" else "")
-            print(f"bench: {label:28s} {where:9s} batch {batch_size or '-':>5}  {timing.median:9.4f} s",
-                  file=sys.stderr)
-        return row
+        return self.time_together(device, source, [Entry(contender, run, batch_size, variant, warmup, extra)])[0]
+
+    def time_together(self, device, source: str, entries: list[Entry]) -> list[dict]:
+        """Time `entries` in interleaved rounds; their rows share a `round_group`, so ratios
+        between them are taken round by round."""
+        keys = [str(i) for i in range(len(entries))]
+        timings = measure_rounds({k: e.run for k, e in zip(keys, entries)}, self.repeats, device,
+                                 {k: e.warmup for k, e in zip(keys, entries) if e.warmup})
+        self.groups += 1
+        rows = []
+        for key, e in zip(keys, entries):
+            timing = timings[key]
+            row = {"contender": e.contender, "variant": e.variant, "device": device.type, "source": source,
+                   "batch_size": e.batch_size, **timing.to_dict(), "round_group": self.groups,
+                   "per_image_us": timing.median / len(self.workload) * 1e6, "peak_rss_mb": peak_memory_mb(),
+                   **e.extra}
+            rows.append(row)
+            if not self.quiet:
+                label = e.contender + (f"[{e.variant}]" if e.variant else "")
+                where = f"{device.type}" + (f"/{source}" if source != "resident" else "")
+                print(f"bench: {label:28s} {where:9s} batch {e.batch_size or '-':>5}  {timing.median:9.4f} s",
+                      file=sys.stderr)
+        self.rows += rows
+        return rows
 
     def score(self, model, images, device, batch_size) -> float:
         return psnr(C.squared_error(model, images, self.workload.targets, batch_size, device),
@@ -156,34 +183,35 @@ def _measure_all(bench: Bench, model, workload, devices, sizes, names, stated_ps
 
 
 def _measure_device(bench: Bench, model, exact, workload, device, sizes, names, stated_psnr):
-    largest = max(sizes)
     built = [v for v in (build_variant(n, model, workload, device) for n in names) if v is not None]
-    scores = {v.name: bench.score(v.model, v.images, device, largest) for v in built}
+    scores = {v.name: bench.score(v.model, v.images, device, max(sizes)) for v in built}
     floor_psnr = min(scores.get("plain", math.inf), stated_psnr if stated_psnr is not None else math.inf)
     exact_net = exact.to(device) if exact is not None else None
-    exact_psnr = bench.score(exact_net, workload.inputs, device, largest) if exact_net is not None else None
-    tv_psnr = bench.score(workload.pipeline, workload.inputs, device, largest)
+    exact_psnr = bench.score(exact_net, workload.inputs, device, max(sizes)) if exact_net is not None else None
+    tv_psnr = bench.score(workload.pipeline, workload.inputs, device, max(sizes))
     sources = ("resident",) if device.type == "cpu" else ("resident", "host")
     for source in sources:
         on = (lambda t: t.to(device)) if source == "resident" else (lambda t: t)
         inputs = on(workload.inputs)
-        bench.time("memory-copy-whole", device, lambda: inputs.to(device, copy=True), source=source)
+        variant_inputs = {v.name: inputs if v.images is workload.inputs else on(v.images) for v in built}
+        copy_fn = (lambda b: b.clone()) if source == "resident" else (lambda b: b)
         for size in sizes:
-            copy_fn = (lambda b: b.clone()) if source == "resident" else (lambda b: b)
-            bench.time("memory-copy", device, C.sliced(inputs, size, device, copy_fn), size, source)
-            bench.time("batched-torchvision", device, C.sliced(inputs, size, device, workload.pipeline),
-                       size, source, psnr=tv_psnr)
-            for v in built:
-                images = inputs if v.images is workload.inputs else on(v.images)
-                bench.time("model-fast", device, C.sliced(images, size, device, v.model), size, source,
-                           variant=v.name, psnr=scores[v.name],
-                           kept=v.name == "plain" or scores[v.name] >= floor_psnr - QUALITY_TOLERANCE_DB)
-                del images
+            group = [Entry("memory-copy", C.sliced(inputs, size, device, copy_fn), size),
+                     Entry("batched-torchvision", C.sliced(inputs, size, device, workload.pipeline), size,
+                           extra={"psnr": tv_psnr})]
+            if size == goal_batch(sizes):  # the whole-tensor floor beside the goal's batch size
+                group.insert(0, Entry("memory-copy-whole", lambda: inputs.to(device, copy=True), None))
+            group += [Entry("model-fast", C.sliced(variant_inputs[v.name], size, device, v.model), size, v.name,
+                            extra={"psnr": scores[v.name], "kept": v.name == "plain"
+                                   or scores[v.name] >= floor_psnr - QUALITY_TOLERANCE_DB}) for v in built]
             if exact_net is not None:
-                bench.time("exact-operator", device, C.sliced(inputs, size, device, exact_net), size, source,
-                           psnr=exact_psnr)
-        del inputs
+                group.append(Entry("exact-operator", C.sliced(inputs, size, device, exact_net), size,
+                                   extra={"psnr": exact_psnr}))
+            bench.time_together(device, source, group)
+        del inputs, variant_inputs
+    reference_model = model.to(device)
     for size in sizes:
-        bench.time("dataloader-floor", device, C.reference_loader(workload.inputs, size, device), size, "host")
-        bench.time("model-reference", device, C.reference_loader(workload.inputs, size, device, model.to(device)),
-                   size, "host", variant="plain", psnr=scores.get("plain"))
+        bench.time_together(device, "host", [
+            Entry("dataloader-floor", C.reference_loader(workload.inputs, size, device), size),
+            Entry("model-reference", C.reference_loader(workload.inputs, size, device, reference_model), size,
+                  "plain", extra={"psnr": scores.get("plain")})])

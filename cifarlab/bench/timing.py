@@ -2,6 +2,12 @@
 
 An equivalent of `torch.utils.benchmark.Timer.timeit` that keeps the process's thread
 count (Timer pins one thread unless told otherwise) and can be interrupted between repeats.
+
+Contenders compared with each other are timed in interleaved rounds (each round runs every
+one of them once, the order rotated round by round), so that a shared machine's slow spells
+hit them alike; a ratio between two of them is then the median of the per-round ratios.
+On this project's 2-core VM, timing a model and its floor one after the other gave ratios
+between 1.2x and 2.7x from run to run; paired rounds keep them within a few per cent.
 """
 from __future__ import annotations
 
@@ -32,15 +38,36 @@ class Timing:
 def measure(run_once: Callable[[], object], repeats: int, device: torch.device,
             warmup: Callable[[], object] | None = None) -> Timing:
     """Time `repeats` full passes after one warm-up pass (`warmup`, or `run_once` itself)."""
-    (warmup or run_once)()
+    return measure_rounds({"pass": run_once}, repeats, device, {"pass": warmup} if warmup else None)["pass"]
+
+
+def measure_rounds(passes: dict[str, Callable[[], object]], repeats: int, device: torch.device,
+                   warmups: dict[str, Callable[[], object]] | None = None) -> dict[str, Timing]:
+    """Warm each pass up once, then time `repeats` rounds of every pass, rotating the order so
+    no pass always runs first (or right after the same neighbour). samples[i] is round i."""
+    names = list(passes)
+    for name in names:
+        ((warmups or {}).get(name) or passes[name])()
     synchronize(device)
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run_once()
-        synchronize(device)
-        samples.append(time.perf_counter() - start)
-    return Timing(statistics.median(samples), min(samples), max(samples), samples)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(repeats):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            passes[name]()
+            synchronize(device)
+            samples[name].append(time.perf_counter() - start)
+    return {name: Timing(statistics.median(s), min(s), max(s), s) for name, s in samples.items()}
+
+
+def paired_ratio(a: dict, b: dict) -> float | None:
+    """a's time over b's: the median of per-round ratios when both were timed in the same
+    rounds, else the ratio of the medians."""
+    if not a or not b:
+        return None
+    if a.get("round_group") is not None and a.get("round_group") == b.get("round_group"):
+        return statistics.median(x / y for x, y in zip(a["samples"], b["samples"]))
+    return a["median"] / b["median"]
 
 
 def peak_memory_mb() -> float:

@@ -94,14 +94,14 @@ def test_interrupted_benchmark_writes_what_it_measured(trained_run, tmp_path, mo
     import cifarlab.bench.runner as runner
     run_dir = tmp_path / "run"
     shutil.copytree(trained_run, run_dir)
-    real = runner.Bench.time
+    real = runner.Bench.time_together
 
-    def time_then_interrupt(self, contender, *args, **kwargs):
-        if contender == "batched-torchvision":
+    def time_then_interrupt(self, device, source, entries):
+        if any(e.contender == "batched-torchvision" for e in entries):
             raise KeyboardInterrupt
-        return real(self, contender, *args, **kwargs)
+        return real(self, device, source, entries)
 
-    monkeypatch.setattr(runner.Bench, "time", time_then_interrupt)
+    monkeypatch.setattr(runner.Bench, "time_together", time_then_interrupt)
     assert main(["transform", "bench", str(run_dir), *TINY]) == 130
     data = json.loads((run_dir / "bench.json").read_text())
     assert data["complete"] is False and data["rows"]
@@ -144,3 +144,36 @@ def test_model_whose_input_does_not_fit_the_data(trained_run, tmp_path, capsys):
                                                      Pipeline.parse().spec, {}))
     assert main(["transform", "bench", str(run_dir), *TINY]) == 2
     assert "the model takes images of shape (3, 64, 64)" in capsys.readouterr().err
+
+
+def test_rounds_interleave_the_contenders_and_rotate_their_order():
+    from cifarlab.bench.timing import measure_rounds
+    calls = []
+    passes = {name: (lambda name=name: calls.append(name)) for name in "abc"}
+    timings = measure_rounds(passes, repeats=3, device=torch.device("cpu"))
+    assert calls[:3] == ["a", "b", "c"]  # one warm-up each
+    assert calls[3:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert all(len(t.samples) == 3 for t in timings.values())
+
+
+def test_ratios_within_a_group_are_taken_round_by_round():
+    from cifarlab.bench.timing import paired_ratio
+    model = {"round_group": 7, "samples": [1.0, 10.0, 3.0], "median": 3.0}
+    floor = {"round_group": 7, "samples": [1.0, 10.0, 1.0], "median": 1.0}
+    assert paired_ratio(model, floor) == 1.0  # a slow spell (round 2) hit both alike
+    assert paired_ratio({**model, "round_group": 8}, floor) == 3.0  # timed apart: ratio of medians
+    assert paired_ratio(model, None) is None
+
+
+def test_model_and_its_floors_share_rounds(benched):
+    _, results = benched
+    rows = results["rows"]
+    for size in (1, 16):
+        group = {r["round_group"] for r in rows if r["batch_size"] == size and r["source"] == "resident"}
+        assert len(group) == 1, size
+        protocol = {r["round_group"] for r in rows if r["batch_size"] == size
+                    and r["contender"] in ("dataloader-floor", "model-reference")}
+        assert len(protocol) == 1 and protocol != group
+    whole = next(r for r in rows if r["contender"] == "memory-copy-whole")
+    assert whole["round_group"] == next(r["round_group"] for r in rows if r["batch_size"] == 16
+                                        and r["contender"] == "model-fast")
