@@ -55,11 +55,12 @@ def evaluate_goals(rows, batch_sizes) -> list[dict]:
         copy = find(rows, "memory-copy", "cpu", big)
         whole = find(rows, "memory-copy-whole", "cpu")
         tv = find(rows, "batched-torchvision", "cpu", big)
-        r = paired_ratio(model, copy)
-        goals.append(_goal(f"{tag}: time / memory copy (per batch, same loop)", r, "<= 1.5", r is not None and r <= 1.5))
         r = paired_ratio(model, whole)
-        goals.append(_goal(f"{tag}: time / memory copy (whole tensor, one clone)", r, "<= 1.5",
+        goals.append(_goal(f"{tag}: time / memory copy of the input tensor (one clone)", r, "<= 1.5",
                            r is not None and r <= 1.5))
+        r = paired_ratio(model, copy)
+        goals.append(_goal(f"{tag}: time / per-batch in-cache copy (stricter floor than asked)", r, "<= 1.5",
+                           r is not None and r <= 1.5, note="beyond the issue's goal"))
         r = paired_ratio(tv, model)
         goals.append(_goal(f"{tag}: batched-torchvision / model", r, ">= 3", r is not None and r >= 3))
         p = model.get("psnr")

@@ -46,7 +46,9 @@ def build_variant(name: str, model: torch.nn.Module, workload, device: torch.dev
     if name == "uint8":
         return Variant(name, model, workload.stored)
     if name == "channels_last":
-        return Variant(name, model.to(memory_format=torch.channels_last),
+        # A copy: Module.to(memory_format=...) converts 4-D weights in place, which would
+        # silently turn the `plain` row of a convolutional model into a channels-last one.
+        return Variant(name, copy.deepcopy(model).to(memory_format=torch.channels_last),
                        workload.inputs.contiguous(memory_format=torch.channels_last))
     if name == "half":
         half = copy.deepcopy(model).half()

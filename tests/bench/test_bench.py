@@ -177,3 +177,15 @@ def test_model_and_its_floors_share_rounds(benched):
     whole = next(r for r in rows if r["contender"] == "memory-copy-whole")
     assert whole["round_group"] == next(r["round_group"] for r in rows if r["batch_size"] == 16
                                         and r["contender"] == "model-fast")
+
+
+def test_channels_last_variant_leaves_the_plain_model_alone():
+    from types import SimpleNamespace
+
+    from cifarlab.bench.variants import build_variant
+    model = torch.nn.Conv2d(3, 1, 3)
+    workload = SimpleNamespace(inputs=torch.rand(2, 3, 8, 8), stored=None)
+    variant = build_variant("channels_last", model, workload, torch.device("cpu"))
+    assert model.weight.is_contiguous()  # the plain model keeps its layout
+    assert variant.model.weight.is_contiguous(memory_format=torch.channels_last)
+    assert variant.images.is_contiguous(memory_format=torch.channels_last)
