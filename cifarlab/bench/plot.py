@@ -18,7 +18,7 @@ def bench_figure(results: dict, path) -> None:
     panels = sorted({(r["device"], r["source"]) for r in rows if r["batch_size"] and r["contender"] not in protocol})
     if not panels:
         panels = [("cpu", "resident")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(8.5 * len(panels), 4.5), squeeze=False)
     for ax, (device, source) in zip(axes[0], panels):
         series = {}
         for r in rows:
@@ -45,7 +45,7 @@ def bench_figure(results: dict, path) -> None:
         ax.set_ylabel(f"seconds for {results['images']:,} images")
         ax.set_title(f"{device} — data {source}" + ("" if results["complete"] else " (INCOMPLETE)"))
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # outside: no line hidden
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)
