@@ -76,10 +76,11 @@ def evaluate_goals(rows, batch_sizes) -> list[dict]:
         goals.append(_goal(f"CPU, reference protocol, batch {PROTOCOL_BATCH}: model / DataLoader alone", r, "<= 2.5",
                            r <= 2.5, note=f"sequential / model = {paired_ratio(seq, ref):.2f}x" if seq else ""))
     for device in sorted({r["device"] for r in rows} - {"cpu"}):
-        for source, floor_name in (("host", "host-to-device copy"), ("resident", "device-to-device copy")):
+        for source, where, floor_name in (("host", "from the host", "host-to-device copy"),
+                                          ("resident", "resident on the device", "device-to-device copy")):
             model = fastest_model(rows, device, big, source)
             r = paired_ratio(model, find(rows, "memory-copy", device, big, source))
-            goals.append(_goal(f"{device}, data on {source}, batch {big}: model / {floor_name}", r, "<= 1.5",
+            goals.append(_goal(f"{device}, data {where}, batch {big}: model / {floor_name}", r, "<= 1.5",
                                r is not None and r <= 1.5))
         u8, copy = find(rows, "model-fast", device, big, "host", "uint8"), find(rows, "memory-copy", device, big, "host")
         r = paired_ratio(u8, copy)

@@ -189,3 +189,39 @@ def test_channels_last_variant_leaves_the_plain_model_alone():
     assert model.weight.is_contiguous()  # the plain model keeps its layout
     assert variant.model.weight.is_contiguous(memory_format=torch.channels_last)
     assert variant.images.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_host_source_path_runs_every_contender(trained_run):
+    """The data-from-host loop (used on GPUs) driven on the CPU, where transfers are no-ops:
+    no GPU here, but its bookkeeping still has to hold."""
+    from cifarlab.bench.runner import Bench, _measure_device, open_run
+    model, workload = open_run(trained_run, 32)
+    bench = Bench(workload, repeats=1, quiet=True)
+    _measure_device(bench, model, None, workload, torch.device("cpu"), (16,), ("plain", "uint8"), None,
+                    sources=("resident", "host"))
+    host = {(r["contender"], r["variant"]) for r in bench.rows if r["source"] == "host"}
+    assert host >= {("memory-copy-whole", None), ("memory-copy", None), ("batched-torchvision", None),
+                    ("model-fast", "plain"), ("model-fast", "uint8"), ("dataloader-floor", None)}
+    assert all(r["psnr"] > 20 for r in bench.rows if r["contender"] == "model-fast")
+
+
+def _row(contender, device, source, batch, samples, variant=None, group=1, **extra):
+    return {"contender": contender, "device": device, "source": source, "batch_size": batch, "variant": variant,
+            "samples": samples, "median": sorted(samples)[len(samples) // 2], "round_group": group, **extra}
+
+
+def test_gpu_goals_are_ratios_against_the_transfer_floors():
+    """Synthetic rows (no GPU here): the goals a GPU run would be judged by."""
+    from cifarlab.bench.goals import evaluate_goals
+    rows = [_row("memory-copy", "cuda", "host", 1024, [0.010, 0.020, 0.010], group=1),
+            _row("model-fast", "cuda", "host", 1024, [0.012, 0.024, 0.012], "plain", group=1, kept=True),
+            _row("model-fast", "cuda", "host", 1024, [0.004, 0.008, 0.004], "uint8", group=1, kept=True),
+            _row("memory-copy", "cuda", "resident", 1024, [0.001, 0.001, 0.001], group=2),
+            _row("model-fast", "cuda", "resident", 1024, [0.002, 0.002, 0.002], "plain", group=2, kept=True)]
+    goals = {g["goal"]: g for g in evaluate_goals(rows, [1024])}
+    host = goals["cuda, data from the host, batch 1024: model / host-to-device copy"]
+    assert host["value"] == pytest.approx(0.4) and host["met"]  # the fastest kept variant: uint8
+    resident = goals["cuda, data resident on the device, batch 1024: model / device-to-device copy"]
+    assert resident["value"] == pytest.approx(2.0) and not resident["met"]
+    u8 = goals["cuda, uint8 input from host, batch 1024: model / float32 transfer"]
+    assert u8["value"] == pytest.approx(0.4) and u8["met"]
