@@ -72,6 +72,7 @@ def bench_markdown(results: dict) -> str:
         f"machine hits the model and its floor alike.",
         f"Machine: {facts['cpu']}, {facts['cpu_cores']} cores, {facts['torch_threads']} torch threads, "
         f"torch {facts['torch']}, torchvision {facts['torchvision']}"
+        + "".join(f", {k}={v}" for k, v in (facts.get("thread_env") or {}).items())
         + (f", GPU {facts['gpu']}" if facts.get("gpu") else "") + f"; 1-minute load average at the start {_load(facts.get('load_average_1min'))}. "
         f"Peak resident memory {results['peak_rss_mb']:.0f} MiB (Python, torch and every copy of the workload).",
         "",

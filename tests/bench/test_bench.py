@@ -225,3 +225,10 @@ def test_gpu_goals_are_ratios_against_the_transfer_floors():
     assert resident["value"] == pytest.approx(2.0) and not resident["met"]
     u8 = goals["cuda, uint8 input from host, batch 1024: model / float32 transfer"]
     assert u8["value"] == pytest.approx(0.4) and u8["met"]
+
+
+def test_thread_settings_are_recorded_with_the_machine(monkeypatch):
+    from cifarlab.bench.timing import machine_facts
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    facts = machine_facts([torch.device("cpu")])
+    assert facts["thread_env"]["OMP_WAIT_POLICY"] == "ACTIVE" and facts["torch_threads"] == torch.get_num_threads()
