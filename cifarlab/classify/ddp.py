@@ -60,13 +60,15 @@ def shard(batch_index: torch.Tensor, d: Dist) -> torch.Tensor:
     return batch_index[d.rank::d.world] if d.enabled else batch_index
 
 
-def max_across(value: float, d: Dist, device: torch.device) -> float:
-    """The largest value over processes: one clock, so every process stops at the same step."""
+def max_across(values: list[float], d: Dist, device: torch.device) -> list[float]:
+    """The largest of each value over processes, in one all-reduce: one clock, so every process
+    stops at the same step, and one divergence flag, so a NaN on one process stops them all
+    (instead of leaving the others waiting for it in the next collective)."""
     if not d.enabled:
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return float(t.item())
+    return t.tolist()
 
 
 def from_main(values: list[float], d: Dist, device: torch.device) -> list[float]:

@@ -160,13 +160,15 @@ class Trainer:
             self.optimizer.step()
             self.step += 1
             value = loss.item()
-            if not math.isfinite(value):
-                raise TrainingDiverged(f"the training loss became {value} at epoch {self.epoch + 1}: lower --lr "
+            self.elapsed, diverged = ddp.max_across(
+                [before + time.perf_counter() - started, 0.0 if math.isfinite(value) else 1.0], self.dist, self.device)
+            if diverged:
+                where = value if not math.isfinite(value) else "non-finite on another process"
+                raise TrainingDiverged(f"the training loss became {where} at epoch {self.epoch + 1}: lower --lr "
                                        f"(the best checkpoint so far is intact)")
             loss_sum += value * len(y)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
-            self.elapsed = ddp.max_across(before + time.perf_counter() - started, self.dist, self.device)
             if progress_bar is not None:
                 progress_bar.update(1)
                 progress_bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.3g}")

@@ -19,3 +19,42 @@ def test_two_process_torchrun_writes_one_run_folder(tiny_folder, tmp_path):
     assert metrics["processes"] == 2 and metrics["epochs"] == 2
     assert (out / "model.pt2").is_file() and (out / "last.pt").is_file()
     assert done.stdout.strip().splitlines() == [str(out)]  # only rank 0 speaks
+
+
+NAN_ON_RANK_ONE = """
+import torch
+from cifarlab.classify import ddp
+from cifarlab.classify.artifact import build_classifier
+from cifarlab.classify.config import ClassifyConfig
+from cifarlab.classify.trainer import Trainer, TrainingDiverged
+from cifarlab.data import ImageSet
+
+torch.manual_seed(0)
+d, device = ddp.setup(torch.device("cpu"))
+classes = ["a", "b", "c"]
+images = torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8)
+config = ClassifyConfig(recipe="baseline", model="baseline_cnn", batch_size=8, epochs=2, device="cpu")
+trainer = Trainer(config, build_classifier(config.model, {}, classes), ImageSet(images, torch.arange(32) % 3, classes),
+                  device, d)
+if d.rank == 1:  # this process alone sees a non-finite loss
+    trainer.loss_fn = lambda logits, y: torch.nn.functional.cross_entropy(logits, y) * float("nan")
+try:
+    trainer.train_epoch()
+    print(f"rank {d.rank}: finished")
+except TrainingDiverged as e:
+    print(f"rank {d.rank}: {e}")
+ddp.cleanup(d)
+"""
+
+
+def test_a_nan_on_one_process_stops_every_process(tmp_path):
+    script = tmp_path / "nan_on_rank_one.py"
+    script.write_text(NAN_ON_RANK_ONE)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = sorted(line for line in done.stdout.splitlines() if line.startswith("rank "))
+    assert lines == ["rank 0: the training loss became non-finite on another process at epoch 1: lower --lr "
+                     "(the best checkpoint so far is intact)",
+                     "rank 1: the training loss became nan at epoch 1: lower --lr (the best checkpoint so far is intact)"]
