@@ -58,3 +58,32 @@ def test_a_nan_on_one_process_stops_every_process(tmp_path):
     assert lines == ["rank 0: the training loss became non-finite on another process at epoch 1: lower --lr "
                      "(the best checkpoint so far is intact)",
                      "rank 1: the training loss became nan at epoch 1: lower --lr (the best checkpoint so far is intact)"]
+
+
+def test_ctrl_c_under_torchrun_saves_the_run(tiny_folder, tmp_path):
+    """A terminal's Ctrl-C reaches torchrun and every worker: rank 0 still writes a complete,
+    resumable run folder."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "cifarlab", "classify", "train", "--recipe", "baseline", "--data", str(tiny_folder),
+               "--epochs", "100000", "--batch-size", "8", "--device", "cpu", "--threads", "1", "--logger", "none",
+               "--out", str(out)]
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.time() + 90
+        while not (out / "last.pt").exists() and time.time() < deadline and run.poll() is None:
+            time.sleep(0.2)
+        assert (out / "last.pt").exists(), "training never saved a first epoch"
+        os.killpg(run.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
+        _, err = run.communicate(timeout=90)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["stopped_by"] == "interrupted" and metrics["processes"] == 2, err[-2000:]
+    assert (out / "model.pt").is_file() and (out / "model.pt2").is_file()
+    assert f"--resume {out}" in err
