@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from ..data import ImageSet
 from ..errors import CifarlabError
 from ..training import EarlyStopping
+from ..training.schedules import lr_factor, run_progress
 from . import ddp
 from .artifact import ImageClassifier
 from .augment import Augment
@@ -30,18 +31,6 @@ WHITENING_IMAGES = 5000
 
 class TrainingDiverged(CifarlabError):
     pass
-
-
-def lr_factor(schedule: str, progress: float, warmup: float) -> float:
-    """The learning rate as a share of --lr at `progress` (0 to 1) through the run."""
-    progress = min(max(progress, 0.0), 1.0)
-    if schedule == "onecycle":  # linear up from 0.2 to 1 over `warmup`, then linear down to 0
-        if progress < warmup:
-            return 0.2 + 0.8 * progress / warmup
-        return (1 - progress) / (1 - warmup)
-    if schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * progress))
-    return 1.0  # none; plateau changes the rate itself
 
 
 def build_optimizer(config: ClassifyConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -127,10 +116,7 @@ class Trainer:
         return self.config.time_budget is not None and self.elapsed >= self.config.time_budget
 
     def progress(self) -> float:
-        done = self.step / max(1, self.total_steps)
-        if self.config.time_budget:
-            done = max(done, self.elapsed / self.config.time_budget)
-        return done
+        return run_progress(self.step, self.total_steps, self.elapsed, self.config.time_budget)
 
     def set_lr(self) -> float:
         if self.plateau is None:

@@ -28,6 +28,7 @@ from ..models import create_model
 from ..models.exact import exact_separable_net
 from ..pipeline import Pipeline
 from ..training import EarlyStopping, RunLogger, build_loss
+from ..training.schedules import lr_factor, run_progress
 from .artifact import checkpoint, read_checkpoint
 from ..checkpoints import save_checkpoint
 from .config import TransformConfig
@@ -69,8 +70,7 @@ def new_run_dir(out: str | None, model: str) -> Path:
 
 
 def _make_scheduler(config: TransformConfig, optimizer):
-    if config.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    """Plateau only: cosine is set step by step in the loop, following the clock under --time-budget."""
     if config.schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.3, patience=2)
     return None
@@ -160,6 +160,7 @@ def train(config: TransformConfig, out: str | None = None, resume: str | None = 
                     "stopper": stopper.state_dict(), "history": history, "epoch": epoch,
                     "elapsed": elapsed, "generator": generator.get_state()}, run_dir / "last.pt")
 
+    steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
     stop_reason, epoch = "epochs", start_epoch - 1
     started = time.perf_counter() - elapsed
     out_of_time = config.time_budget is not None and elapsed >= config.time_budget
@@ -174,6 +175,12 @@ def train(config: TransformConfig, out: str | None = None, resume: str | None = 
             bar = tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}",
                        leave=False, disable=quiet or None, unit="batch")
             for i in bar:
+                if config.schedule == "cosine":
+                    done = run_progress(epoch * steps_per_epoch + i // config.batch_size,
+                                        steps_per_epoch * config.epochs, time.perf_counter() - started,
+                                        config.time_budget)
+                    for group in optimizer.param_groups:
+                        group["lr"] = config.lr * lr_factor("cosine", done)
                 batch = order[i:i + config.batch_size]
                 loss = loss_fn(net(x_train[batch]), y_train[batch])
                 value = loss.item()

@@ -22,6 +22,9 @@ def test_two_process_torchrun_writes_one_run_folder(tiny_folder, tmp_path):
 
 
 NAN_ON_RANK_ONE = """
+import sys
+from pathlib import Path
+
 import torch
 from cifarlab.classify import ddp
 from cifarlab.classify.artifact import build_classifier
@@ -40,9 +43,10 @@ if d.rank == 1:  # this process alone sees a non-finite loss
     trainer.loss_fn = lambda logits, y: torch.nn.functional.cross_entropy(logits, y) * float("nan")
 try:
     trainer.train_epoch()
-    print(f"rank {d.rank}: finished")
+    outcome = "finished"
 except TrainingDiverged as e:
-    print(f"rank {d.rank}: {e}")
+    outcome = str(e)
+(Path(sys.argv[1]) / f"rank{d.rank}.txt").write_text(outcome)  # files: the ranks share one stdout
 ddp.cleanup(d)
 """
 
@@ -50,14 +54,15 @@ ddp.cleanup(d)
 def test_a_nan_on_one_process_stops_every_process(tmp_path):
     script = tmp_path / "nan_on_rank_one.py"
     script.write_text(NAN_ON_RANK_ONE)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+               str(tmp_path)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
-    lines = sorted(line for line in done.stdout.splitlines() if line.startswith("rank "))
-    assert lines == ["rank 0: the training loss became non-finite on another process at epoch 1: lower --lr "
-                     "(the best checkpoint so far is intact)",
-                     "rank 1: the training loss became nan at epoch 1: lower --lr (the best checkpoint so far is intact)"]
+    assert (tmp_path / "rank0.txt").read_text() == ("the training loss became non-finite on another process at "
+                                                    "epoch 1: lower --lr (the best checkpoint so far is intact)")
+    assert (tmp_path / "rank1.txt").read_text() == ("the training loss became nan at epoch 1: lower --lr "
+                                                    "(the best checkpoint so far is intact)")
 
 
 def test_ctrl_c_under_torchrun_saves_the_run(tiny_folder, tmp_path):

@@ -137,3 +137,23 @@ def test_exact_init_matches_pipeline_before_any_training(tmp_path):
     config = TransformConfig(data="sample", init="exact", epochs=1, lr=1e-9, logger="none", device="cpu")
     run = train(config, out=str(tmp_path / "exact"), quiet=True)
     assert float(json.loads((run / "metrics.json").read_text())["psnr"]) > 100
+
+
+def test_cosine_schedule_follows_the_clock_under_a_time_budget(tmp_path):
+    """With --time-budget the cosine reaches ~0 when the budget runs out, not at an epoch cap
+    the run never sees (here 1000 epochs)."""
+    config = TransformConfig(data="sample", time_budget=3, epochs=1000, patience=1000, schedule="cosine",
+                             logger="none", device="cpu")
+    run_dir = train(config, out=str(tmp_path / "run"), quiet=True)
+    lrs = [row["lr"] for row in torch.load(run_dir / "last.pt", weights_only=True)["history"]]
+    assert len(lrs) >= 2 and lrs == sorted(lrs, reverse=True)
+    assert lrs[-1] < 0.1 * config.lr
+
+
+def test_schedules_by_progress():
+    from cifarlab.training.schedules import lr_factor, run_progress
+    assert lr_factor("cosine", 0) == 1 and lr_factor("cosine", 0.5) == pytest.approx(0.5)
+    assert lr_factor("cosine", 1) == pytest.approx(0) and lr_factor("none", 0.7) == 1
+    assert lr_factor("onecycle", 0, warmup=0.25) == pytest.approx(0.2) and lr_factor("onecycle", 0.25, 0.25) == 1
+    assert run_progress(10, 100, elapsed=30, time_budget=60) == 0.5  # the clock is ahead of the steps
+    assert run_progress(10, 100, elapsed=30, time_budget=None) == 0.1
