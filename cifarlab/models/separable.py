@@ -103,6 +103,6 @@ class SeparableNet(nn.Module):
 @register_model("sepnet")
 def sepnet(in_shape=(3, 32, 32), out_shape=(1, 28, 28), hidden: int = 0, rank: int = 1,
            transpose: bool = False, act: str = "gelu") -> nn.Module:
-    """Default model. The trainer sets `hidden` (0 for linear pipelines, 32 otherwise) and
-    `transpose` (quarter turns) from the pipeline unless given in --model-args."""
+    """Default model. The trainer sets `hidden` (0 for linear pipelines, 16 otherwise, then with
+    act=relu) and `transpose` (quarter turns) from the pipeline unless given in --model-args."""
     return SeparableNet(in_shape, out_shape, hidden, rank, transpose, act)

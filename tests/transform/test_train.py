@@ -157,3 +157,15 @@ def test_schedules_by_progress():
     assert lr_factor("onecycle", 0, warmup=0.25) == pytest.approx(0.2) and lr_factor("onecycle", 0.25, 0.25) == 1
     assert run_progress(10, 100, elapsed=30, time_budget=60) == 0.5  # the clock is ahead of the steps
     assert run_progress(10, 100, elapsed=30, time_budget=None) == 0.1
+
+
+def test_default_model_shape_follows_the_pipeline():
+    from cifarlab.models import create_model
+    from cifarlab.transform.loop import model_kwargs_for
+    nonlinear = Pipeline.parse("adjust_gamma:0.7,resize:28x28,grayscale")
+    assert model_kwargs_for(TransformConfig(), Pipeline.parse(), (3, 32, 32)) == {"hidden": 0, "transpose": False}
+    assert model_kwargs_for(TransformConfig(), nonlinear, (3, 32, 32))["act"] == "relu"
+    assert model_kwargs_for(TransformConfig(model_args={"act": "gelu"}), nonlinear, (3, 32, 32))["act"] == "gelu"
+    # checkpoints written before `act` was recorded were trained with GELU, the module's own default
+    old = create_model("sepnet", in_shape=(3, 32, 32), out_shape=(1, 28, 28), hidden=4)
+    assert isinstance(old.pre.act, nn.GELU)
