@@ -30,16 +30,22 @@ from .registry import register_model
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh}
 
 
+CONTEXTS = ("mean", "range")
+
+
 class PointwiseMLP(nn.Module):
-    """Per-pixel MLP whose second layer also sees the image mean of the first layer's
-    features: what `adjust_contrast` or `autocontrast` need. Linear layers on a channels-last
+    """Per-pixel MLP whose second layer also sees image-wide statistics of the first layer's
+    features: their mean (what `adjust_contrast` needs) and, with context="range", their
+    maximum and minimum too (what `autocontrast` needs). Linear layers on a channels-last
     view: on the CPU this trains ~2.5x faster than the same MLP as 1x1 convolutions."""
 
-    def __init__(self, channels_in: int, hidden: int, channels_out: int, act: str = "gelu"):
+    def __init__(self, channels_in: int, hidden: int, channels_out: int, act: str = "gelu",
+                 context: str = "mean"):
         super().__init__()
         self.first = nn.Linear(channels_in, hidden)
         self.second = nn.Linear(hidden, hidden)
         self.context = nn.Linear(hidden, hidden, bias=False)
+        self.range_context = nn.Linear(2 * hidden, hidden, bias=False) if context == "range" else None
         self.out = nn.Linear(hidden, channels_out)
         self.act = ACTIVATIONS[act]()
         nn.init.zeros_(self.out.weight)  # starts as the identity around the linear path
@@ -47,18 +53,24 @@ class PointwiseMLP(nn.Module):
 
     def forward(self, x):
         h = self.act(self.first(x.permute(0, 2, 3, 1)))
-        h = self.act(self.second(h) + self.context(h.mean((1, 2), keepdim=True)))
+        image_wide = self.context(h.mean((1, 2), keepdim=True))
+        if self.range_context is not None:
+            extremes = torch.cat([h.amax((1, 2), keepdim=True), h.amin((1, 2), keepdim=True)], dim=-1)
+            image_wide = image_wide + self.range_context(extremes)
+        h = self.act(self.second(h) + image_wide)
         return self.out(h).permute(0, 3, 1, 2)
 
 
 class SeparableNet(nn.Module):
     def __init__(self, in_shape=(3, 32, 32), out_shape=(1, 28, 28), hidden: int = 0, rank: int = 1,
-                 transpose: bool = False, act: str = "gelu"):
+                 transpose: bool = False, act: str = "gelu", context: str = "mean"):
         super().__init__()
         if rank < 1 or hidden < 0:
             raise ValueError(f"rank must be >= 1 and hidden >= 0, got rank={rank}, hidden={hidden}")
         if act not in ACTIVATIONS:
             raise ValueError(f"act must be one of {', '.join(ACTIVATIONS)}, got {act!r}")
+        if context not in CONTEXTS:
+            raise ValueError(f"context must be one of {', '.join(CONTEXTS)}, got {context!r}")
         c, h, w = in_shape
         co, ho, wo = out_shape
         if transpose:
@@ -70,8 +82,8 @@ class SeparableNet(nn.Module):
         self.left = nn.Parameter(torch.randn(rank, ho, h) / h)
         self.right = nn.Parameter(torch.randn(rank, wo, w) / w)
         self.bias = nn.Parameter(torch.zeros(co, 1, 1))
-        self.pre = PointwiseMLP(c, hidden, co * rank, act) if hidden else None
-        self.post = PointwiseMLP(co, hidden, co, act) if hidden else None
+        self.pre = PointwiseMLP(c, hidden, co * rank, act, context) if hidden else None
+        self.post = PointwiseMLP(co, hidden, co, act, context) if hidden else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
@@ -102,7 +114,7 @@ class SeparableNet(nn.Module):
 
 @register_model("sepnet")
 def sepnet(in_shape=(3, 32, 32), out_shape=(1, 28, 28), hidden: int = 0, rank: int = 1,
-           transpose: bool = False, act: str = "gelu") -> nn.Module:
+           transpose: bool = False, act: str = "gelu", context: str = "mean") -> nn.Module:
     """Default model. The trainer sets `hidden` (0 for linear pipelines, 16 otherwise, then with
     act=relu) and `transpose` (quarter turns) from the pipeline unless given in --model-args."""
-    return SeparableNet(in_shape, out_shape, hidden, rank, transpose, act)
+    return SeparableNet(in_shape, out_shape, hidden, rank, transpose, act, context)

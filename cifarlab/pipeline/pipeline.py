@@ -44,6 +44,11 @@ class Pipeline:
         """True when the steps turn the image a quarter turn an odd number of times."""
         return sum(step.spec.transposes(step.kwargs) for step in self.steps) % 2 == 1
 
+    @property
+    def uses_extremes(self) -> bool:
+        """True when a step needs each image's minimum and maximum (autocontrast)."""
+        return any(step.spec.uses_extremes for step in self.steps)
+
     def output_shape(self, input_shape=(3, 32, 32)) -> tuple[int, int, int]:
         probe = torch.zeros(1, *input_shape)
         try:

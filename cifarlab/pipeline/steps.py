@@ -40,6 +40,7 @@ class StepSpec:
     usage: str
     transform: Callable[..., object] | None = None  # builds the v2 transform object, where one exists
     transposes: Callable[[dict], bool] = field(default=lambda kw: False)
+    uses_extremes: bool = False  # the output depends on each image's min/max (autocontrast)
 
 
 @dataclass(frozen=True)
@@ -64,11 +65,11 @@ class Step:
         return functools.partial(self.spec.apply, **self.kwargs) if self.kwargs else self.spec.apply
 
 
-def register_step(name, usage, transform=None, transposes=None):
+def register_step(name, usage, transform=None, transposes=None, uses_extremes=False):
     def wrap(parse_and_apply):
         parse, apply = parse_and_apply()
         STEPS[name] = StepSpec(name, parse, apply, usage, transform,
-                               transposes or (lambda kw: False))
+                               transposes or (lambda kw: False), uses_extremes)
         return parse_and_apply
     return wrap
 
@@ -248,7 +249,7 @@ def _invert():
     return _no_args(F.invert)
 
 
-@register_step("autocontrast", "autocontrast")
+@register_step("autocontrast", "autocontrast", uses_extremes=True)
 def _autocontrast():
     return _no_args(F.autocontrast)
 

@@ -52,3 +52,18 @@ def test_sepnet_variants_shapes():
     assert wide(X).shape == (5, 3, 24, 20)
     # the linear default stays tiny: channel mix + row and column operators + bias
     assert sum(p.numel() for p in create_model("sepnet").parameters()) == 3 + 28 * 32 * 2 + 1
+
+
+def test_range_context_adds_weights_only_when_asked():
+    from cifarlab.models.separable import SeparableNet
+    mean = SeparableNet((3, 32, 32), (3, 28, 28), hidden=4)
+    wide = SeparableNet((3, 32, 32), (3, 28, 28), hidden=4, context="range")
+    assert not any("range_context" in k for k in mean.state_dict())  # older checkpoints still load
+    assert {k for k in wide.state_dict() if "range_context" in k} == {"pre.range_context.weight",
+                                                                      "post.range_context.weight"}
+    x = torch.rand(2, 3, 32, 32)
+    assert wide(x).shape == (2, 3, 28, 28)
+    program = torch.export.export(wide.eval(), (x,))
+    assert torch.allclose(program.module()(x), wide(x))
+    with pytest.raises(ValueError, match="context must be one of mean, range"):
+        SeparableNet(hidden=4, context="max")

@@ -164,7 +164,10 @@ def test_default_model_shape_follows_the_pipeline():
     from cifarlab.transform.loop import model_kwargs_for
     nonlinear = Pipeline.parse("adjust_gamma:0.7,resize:28x28,grayscale")
     assert model_kwargs_for(TransformConfig(), Pipeline.parse(), (3, 32, 32)) == {"hidden": 0, "transpose": False}
-    assert model_kwargs_for(TransformConfig(), nonlinear, (3, 32, 32))["act"] == "relu"
+    assert model_kwargs_for(TransformConfig(), nonlinear, (3, 32, 32)) == {
+        "hidden": 16, "transpose": False, "act": "relu", "context": "mean"}
+    stretched = Pipeline.parse("autocontrast,resize:28x28")
+    assert model_kwargs_for(TransformConfig(), stretched, (3, 32, 32))["context"] == "range"
     assert model_kwargs_for(TransformConfig(model_args={"act": "gelu"}), nonlinear, (3, 32, 32))["act"] == "gelu"
     # checkpoints written before `act` was recorded were trained with GELU, the module's own default
     old = create_model("sepnet", in_shape=(3, 32, 32), out_shape=(1, 28, 28), hidden=4)
