@@ -38,7 +38,6 @@ def goal_batch(batch_sizes) -> int:
     return GOAL_BATCH if GOAL_BATCH in batch_sizes else max(batch_sizes)
 
 
-
 def _goal(name, value, target, met, note=""):
     return {"goal": name, "value": value, "target": target, "met": met, "note": note}
 

@@ -93,13 +93,12 @@ class Bench:
     def time_together(self, device, source: str, entries: list[Entry]) -> list[dict]:
         """Time `entries` in interleaved rounds; their rows share a `round_group`, so ratios
         between them are taken round by round."""
-        keys = [str(i) for i in range(len(entries))]
-        timings = measure_rounds({k: e.run for k, e in zip(keys, entries)}, self.repeats, device,
-                                 {k: e.warmup for k, e in zip(keys, entries) if e.warmup})
+        timings = measure_rounds(dict(enumerate(e.run for e in entries)), self.repeats, device,
+                                 {i: e.warmup for i, e in enumerate(entries) if e.warmup})
         self.groups += 1
         rows = []
-        for key, e in zip(keys, entries):
-            timing = timings[key]
+        for i, e in enumerate(entries):
+            timing = timings[i]
             row = {"contender": e.contender, "variant": e.variant, "device": device.type, "source": source,
                    "batch_size": e.batch_size, **timing.to_dict(), "round_group": self.groups,
                    "per_image_us": timing.median / len(self.workload) * 1e6, "peak_rss_mb": peak_memory_mb(),

@@ -116,5 +116,6 @@ class SeparableNet(nn.Module):
 def sepnet(in_shape=(3, 32, 32), out_shape=(1, 28, 28), hidden: int = 0, rank: int = 1,
            transpose: bool = False, act: str = "gelu", context: str = "mean") -> nn.Module:
     """Default model. The trainer sets `hidden` (0 for linear pipelines, 16 otherwise, then with
-    act=relu) and `transpose` (quarter turns) from the pipeline unless given in --model-args."""
+    act=relu, and context=range where a step needs each image's extremes) and `transpose`
+    (quarter turns) from the pipeline unless given in --model-args."""
     return SeparableNet(in_shape, out_shape, hidden, rank, transpose, act, context)
