@@ -15,7 +15,9 @@ alone evaluates, decides and writes the run folder; the others receive its decis
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +29,7 @@ class Dist:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    interrupted: bool = False   # set by Ctrl-C under torchrun (see `interrupts_as_flag`)
 
     @property
     def enabled(self) -> bool:
@@ -78,6 +81,26 @@ def from_main(values: list[float], d: Dist, device: torch.device) -> list[float]
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.broadcast(t, src=0)
     return t.tolist()
+
+
+@contextlib.contextmanager
+def interrupts_as_flag(d: Dist):
+    """Under torchrun, Ctrl-C reaches every process at a different point, and a process
+    interrupted inside a collective waits there forever for the others. So SIGINT only sets
+    `d.interrupted`; the flag travels in each step's all-reduce (`max_across`) and every
+    process stops at the same step. One process runs with Python's usual KeyboardInterrupt."""
+    if not d.enabled:
+        yield
+        return
+
+    def note(signum, frame):
+        d.interrupted = True
+
+    previous = signal.signal(signal.SIGINT, note)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def barrier(d: Dist) -> None:

@@ -59,7 +59,8 @@ def train(config: ClassifyConfig, out: str | None = None, resume: str | None = N
     dist, device = ddp.setup(resolve_device(config.device))
     quiet = quiet or not dist.is_main
     try:
-        return _train(config, run_dir, bool(resume), dist, device, quiet)
+        with ddp.interrupts_as_flag(dist):
+            return _train(config, run_dir, bool(resume), dist, device, quiet)
     finally:
         ddp.cleanup(dist)
 

@@ -146,12 +146,15 @@ class Trainer:
             self.optimizer.step()
             self.step += 1
             value = loss.item()
-            self.elapsed, diverged = ddp.max_across(
-                [before + time.perf_counter() - started, 0.0 if math.isfinite(value) else 1.0], self.dist, self.device)
+            self.elapsed, diverged, interrupted = ddp.max_across(
+                [before + time.perf_counter() - started, 0.0 if math.isfinite(value) else 1.0,
+                 float(self.dist.interrupted)], self.dist, self.device)
             if diverged:
                 where = value if not math.isfinite(value) else "non-finite on another process"
                 raise TrainingDiverged(f"the training loss became {where} at epoch {self.epoch + 1}: lower --lr "
                                        f"(the best checkpoint so far is intact)")
+            if interrupted:  # Ctrl-C on any process, seen by all at this same step
+                raise KeyboardInterrupt
             loss_sum += value * len(y)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
