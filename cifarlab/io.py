@@ -1,29 +1,70 @@
-"""Atomic file writes: a run folder never holds a half-written file."""
+"""Atomic file writes: a run folder never holds a half-written file.
+
+Each write goes to a hidden temporary file beside the target, then `os.replace` puts it in
+place. The temporary file is created like any other new file, so the user's umask decides
+who may read the result (mkstemp would make every artifact 0600). Temporary files are
+removed on every exit path Python sees (errors, Ctrl-C, SIGTERM); after a SIGKILL the next
+command that opens the run folder removes them (`remove_stale_temporaries`).
+"""
 from __future__ import annotations
 
 import json
 import math
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
+from .errors import CifarlabError
+
+TEMPORARY_MARK = ".tmp."
+
+
+def _temporary_path(path: Path) -> Path:
+    return path.parent / f".{path.stem}{TEMPORARY_MARK}{os.getpid()}-{secrets.token_hex(4)}{path.suffix}"
+
+
+def _cannot_write(path: Path, error: OSError) -> CifarlabError:
+    """Name the file the user asked for and its folder, never our temporary file."""
+    reason = error.strerror or type(error).__name__
+    return CifarlabError(f"cannot write {str(path)!r} (folder {str(path.parent)!r}): {reason}")
+
 
 def _atomic(path: Path, write: Callable[[str], None]) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.tmp.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
+    tmp = _temporary_path(path)
     try:
-        write(tmp)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # mode 0666 & ~umask
+    except OSError as e:
+        raise _cannot_write(path, e) from None
+    try:
+        write(str(tmp))
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as e:
+        try:
             os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise _cannot_write(path, e) from None
         raise
     return path
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Temporary files left by a process that was killed mid-write (SIGKILL); call only while
+    holding the folder (runs.RunFolder), so no live writer owns them."""
+    count = 0
+    for stale in Path(folder).glob(f".*{TEMPORARY_MARK}*"):
+        try:
+            stale.unlink()
+            count += 1
+        except OSError:
+            pass
+    return count
 
 
 def _json_safe(value: Any) -> Any:
@@ -59,5 +100,17 @@ def save_figure(fig, path) -> Path:
 
 
 def read_json(path) -> dict:
-    with open(path) as f:
-        return json.load(f)
+    """A JSON object from `path`; a missing, unreadable or damaged file is a one-line error."""
+    path = Path(path)
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise CifarlabError(f"{str(path)!r} does not exist") from None
+    except OSError as e:
+        raise CifarlabError(f"cannot read {str(path)!r}: {e.strerror or type(e).__name__}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CifarlabError(f"{str(path)!r} is damaged: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise CifarlabError(f"{str(path)!r} is damaged: expected a JSON object, got {type(data).__name__}")
+    return data

@@ -2,7 +2,7 @@
 
 `model.pt` (format ``cifarlab-classify/1``, loaded with ``weights_only=True``) holds the state
 dict and what rebuilds the module; `model.pt2` is a `torch.export` program that plain PyTorch
-loads without cifarlab::
+loads without cifarlab (only for files you trust: see cifarlab.export)::
 
     net = torch.export.load("run/model.pt2").module()
     logits = net(images)            # float (N, 3, 32, 32) in [0, 1] -> (N, 10)
@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from .. import checkpoints
 from ..errors import CifarlabError
-from ..io import _atomic
+from ..inputs import as_float32, check_batch
 from ..models import create_model
 from ..models.registry import model_builder
 
@@ -31,7 +31,7 @@ IMAGE_SIZE = 32
 
 class ImageClassifier(nn.Module):
     """Input check and normalisation in front of a registry network, so callers hand in plain
-    images: float (N, 3, 32, 32) in [0, 1] (or uint8, scaled by 1/255), logits out. With
+    images: uint8 or float (N, 3, 32, 32) in [0, 1] (the contract of `cifarlab.inputs`), logits out. With
     `tta` the logits average the image and its mirror image (test-time flip augmentation)."""
 
     def __init__(self, net: nn.Module, classes: list[str], mean=CIFAR10_MEAN, std=CIFAR10_STD, tta: bool = False):
@@ -40,24 +40,15 @@ class ImageClassifier(nn.Module):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
-    def check_input(self, x) -> None:
-        expected = f"(N, 3, {IMAGE_SIZE}, {IMAGE_SIZE})"
-        if not isinstance(x, torch.Tensor):
-            raise CifarlabError(f"expected a tensor of images {expected}, got {type(x).__name__}")
-        if not (x.is_floating_point() or x.dtype == torch.uint8):
-            raise CifarlabError(f"expected float images in [0, 1] or uint8 images, got dtype {x.dtype}")
-        if x.dim() != 4 or x.shape[1] != 3 or tuple(x.shape[2:]) != (IMAGE_SIZE, IMAGE_SIZE):
-            raise CifarlabError(f"expected a batch of RGB images {expected}, got shape {tuple(x.shape)} "
-                                f"(resize other sizes with cifarlab.data.fit_to_size)")
-
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == torch.uint8:
-            x = x.float().div(255)
+        """Float images in [0, 1] (float32) -> the network's normalised input."""
         return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        x = self.normalize(x)
+        check_batch(x, (3, IMAGE_SIZE, IMAGE_SIZE), " (resize other sizes with cifarlab.data.fit_to_size)")
+        if x.shape[0] == 0:
+            return torch.zeros((0, len(self.classes)), dtype=torch.float32, device=x.device)
+        x = self.normalize(as_float32(x, "full"))
         if self.tta and not self.training:
             return (self.net(x) + self.net(x.flip(-1))) / 2
         return self.net(x)
@@ -96,26 +87,24 @@ def read_checkpoint(path) -> dict:
 
 def build_from_checkpoint(ckpt: dict) -> ImageClassifier:
     """The classifier of a checkpoint dict, in eval mode (no ImageNet download: the weights are here)."""
+    if not (len(ckpt["classes"]) >= 2 and all(isinstance(c, str) for c in ckpt["classes"])
+            and len(ckpt["mean"]) == 3 and len(ckpt["std"]) == 3):
+        raise CifarlabError(f"checkpoint of {ckpt['model']!r} is damaged: its classes, mean or std are malformed")
     net = create_model(ckpt["model"], task="classify", num_classes=len(ckpt["classes"]), **ckpt["model_kwargs"])
-    model = ImageClassifier(net, ckpt["classes"], ckpt["mean"], ckpt["std"], ckpt.get("tta", False))
     try:
+        model = ImageClassifier(net, ckpt["classes"], ckpt["mean"], ckpt["std"], bool(ckpt.get("tta", False)))
         model.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as e:
+    except (RuntimeError, KeyError, TypeError, ValueError) as e:
         raise CifarlabError(f"checkpoint does not fit model {ckpt['model']!r}: {str(e).splitlines()[0]}") from None
     return model.eval().requires_grad_(False)
 
 
 def load_run(run_dir) -> ImageClassifier:
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CifarlabError(f"run folder {str(run_dir)!r} does not exist")
-    return build_from_checkpoint(read_checkpoint(run_dir / "model.pt"))
+    from .. import model_file
+    return build_from_checkpoint(read_checkpoint(model_file(run_dir)))
 
 
 def export_program(model: ImageClassifier, path) -> Path:
     """A `torch.export` program of the whole classifier (normalisation and TTA inside), dynamic batch."""
-    model = model.eval()
-    example = torch.rand(2, 3, IMAGE_SIZE, IMAGE_SIZE)
-    batch = torch.export.Dim("batch", min=1)
-    program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
-    return _atomic(Path(path), lambda tmp: torch.export.save(program, tmp))
+    from ..export import save_program
+    return save_program(model.eval(), torch.rand(2, 3, IMAGE_SIZE, IMAGE_SIZE), path)

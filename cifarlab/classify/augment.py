@@ -73,6 +73,8 @@ AUGMENTATIONS = {
     "rotate": (random_rotation, True, 15),
     "cutout": (cutout, True, 8),
 }
+# the amounts that make sense on 32x32 images: (low, high, whole numbers only)
+AMOUNTS = {"crop": (0, 16, True), "rotate": (0, 180, False), "cutout": (1, 32, True)}
 
 
 def parse_augment(spec: str | None) -> list[tuple[str, float | None]]:
@@ -81,21 +83,25 @@ def parse_augment(spec: str | None) -> list[tuple[str, float | None]]:
     for part in filter(None, (p.strip() for p in (spec or "").split(","))):
         if part == "none":
             continue
-        name, _, amount = part.partition(":")
+        name, colon, amount = part.partition(":")
         if name not in AUGMENTATIONS:
             raise CifarlabError(f"unknown augmentation {name!r} in {spec!r}; valid: "
                                 f"{', '.join(AUGMENTATIONS)} (e.g. 'crop:4,flip,rotate:15,cutout:8' or 'none')")
         _, takes_amount, default = AUGMENTATIONS[name]
-        if amount and not takes_amount:
+        if colon and not takes_amount:
             raise CifarlabError(f"augmentation {name!r} takes no amount, got {part!r}")
         if takes_amount:
+            if colon and not amount.strip():
+                raise CifarlabError(f"augmentation {part!r} has an empty amount: write {name} or {name}:{default}")
+            low, high, whole = AMOUNTS[name]
             try:
                 value = float(amount) if amount else float(default)
             except ValueError:
                 raise CifarlabError(f"augmentation amount in {part!r} must be a number") from None
-            if value < 0:
-                raise CifarlabError(f"augmentation amount in {part!r} must be >= 0")
-            steps.append((name, int(value) if name in ("crop", "cutout") else value))
+            if not (low <= value <= high) or (whole and value != int(value)):
+                kind = "a whole number" if whole else "a number"
+                raise CifarlabError(f"augmentation amount in {part!r} must be {kind} from {low} to {high}")
+            steps.append((name, int(value) if whole else value))
         else:
             steps.append((name, None))
     return steps

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from ..configs import RunConfig
 from ..errors import CifarlabError
@@ -13,6 +14,7 @@ SCHEDULES = ("none", "plateau", "onecycle", "cosine")
 
 @dataclass
 class ClassifyConfig(RunConfig):
+    kind: ClassVar[str] = "classify"
     recipe: str = "fast"                # the preset the other values came from (recipes.py)
     data: str = "cifar10"               # cifar10 | a folder (ImageFolder tree); 'sample' has no labels
     data_root: str | None = None

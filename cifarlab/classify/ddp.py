@@ -85,10 +85,11 @@ def from_main(values: list[float], d: Dist, device: torch.device) -> list[float]
 
 @contextlib.contextmanager
 def interrupts_as_flag(d: Dist):
-    """Under torchrun, Ctrl-C reaches every process at a different point, and a process
-    interrupted inside a collective waits there forever for the others. So SIGINT only sets
-    `d.interrupted`; the flag travels in each step's all-reduce (`max_across`) and every
-    process stops at the same step. One process runs with Python's usual KeyboardInterrupt."""
+    """Under torchrun, Ctrl-C (SIGINT) and SIGTERM reach every process at a different point, and
+    a process interrupted inside a collective waits there forever for the others. So they only
+    set `d.interrupted`; the flag travels in each step's all-reduce (`max_across`) and every
+    process stops at the same step. One process runs with Python's usual KeyboardInterrupt
+    (which the CLI also raises for SIGTERM)."""
     if not d.enabled:
         yield
         return
@@ -96,11 +97,12 @@ def interrupts_as_flag(d: Dist):
     def note(signum, frame):
         d.interrupted = True
 
-    previous = signal.signal(signal.SIGINT, note)
+    previous = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def barrier(d: Dist) -> None:

@@ -20,48 +20,56 @@ from tqdm import tqdm
 
 from ..devices import resolve_device
 from ..errors import CifarlabError
-from ..io import read_json, torch_save, write_json
+from ..io import torch_save, write_json
+from ..runs import RunFolder, config_to_resume
 from ..training import RunLogger
 from . import ddp
-from .artifact import build_classifier, checkpoint
-from ..checkpoints import save_checkpoint
+from .artifact import build_classifier, checkpoint, read_checkpoint
+from ..checkpoints import read_training_state, save_checkpoint
 from .config import ClassifyConfig
 from .data import prepare_data
 from .report import finish_run
 from .trainer import Trainer, init_from_data
 
 
-def new_run_dir(out: str | None, recipe: str) -> Path:
-    run_dir = Path(out) if out else Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-classify-{recipe}"
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise CifarlabError(f"run folder {str(run_dir)!r} already exists and is not empty; "
-                            f"choose another --out or resume it with --resume")
-    return run_dir
+LAST_STATE_KEYS = ("model", "optimizer", "stopper", "history", "epoch", "step", "elapsed", "best_accuracy",
+                   "order_generator", "augment_generator")
 
 
-def resumed_config(run_dir: Path, config: ClassifyConfig) -> ClassifyConfig:
-    if not (run_dir / "config.json").exists() or not (run_dir / "last.pt").exists():
-        raise CifarlabError(f"cannot resume {str(run_dir)!r}: expected a run folder with config.json and last.pt")
-    saved = ClassifyConfig.from_dict(read_json(run_dir / "config.json"))
-    saved.epochs, saved.time_budget = config.epochs, config.time_budget  # the caps may be raised
-    return saved
+def default_run_dir(recipe: str) -> Path:
+    return Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-classify-{recipe}"
 
 
-def train(config: ClassifyConfig, out: str | None = None, resume: str | None = None, quiet: bool = False) -> Path:
-    """Train (or resume) a run; returns its folder. Works alike in one process and under torchrun."""
-    run_dir = Path(resume) if resume else new_run_dir(out, config.recipe)
+def train(config: ClassifyConfig | None, out: str | None = None, resume: str | None = None,
+          quiet: bool = False) -> Path:
+    """Train (or resume) a run; returns its folder. Works alike in one process and under torchrun.
+
+    With `resume` the run continues with its saved config; `config` may be None, or the saved
+    config with new RESUMABLE settings (limits, device, threads)."""
     if resume:
-        config = resumed_config(run_dir, config)
+        config = config_to_resume(resume, ClassifyConfig, config)
+    elif config is None:
+        raise CifarlabError("train() needs a ClassifyConfig (or resume=RUN_DIR)")
+    run_dir = Path(resume) if resume else Path(out) if out else default_run_dir(config.recipe)
     config.validate()
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     dist, device = ddp.setup(resolve_device(config.device))
     quiet = quiet or not dist.is_main
+    folder = None
     try:
+        if dist.is_main:  # rank 0 alone holds and writes the run folder
+            folder = RunFolder.open(run_dir, "resume") if resume else RunFolder.create(run_dir)
         with ddp.interrupts_as_flag(dist):
             return _train(config, run_dir, bool(resume), dist, device, quiet)
+    except BaseException:
+        if folder is not None and not resume and not (run_dir / "model.pt").exists():
+            folder.abandon()  # nothing worth keeping: the same --out can be used again
+        raise
     finally:
+        if folder is not None:
+            folder.release()
         ddp.cleanup(dist)
 
 
@@ -73,16 +81,18 @@ def _train(config, run_dir, resuming, dist, device, quiet) -> Path:
     model.to(device)
     trainer = Trainer(config, model, train_set, device, dist)
     if resuming:
-        state = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)
-        best = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)["state_dict"] \
-            if (run_dir / "model.pt").exists() else None
-        trainer.load_state_dict(state, best)
+        state = read_training_state(run_dir / "last.pt", LAST_STATE_KEYS, "cifarlab classify train")
+        best = read_checkpoint(run_dir / "model.pt")["state_dict"] if (run_dir / "model.pt").exists() else None
+        try:
+            trainer.load_state_dict(state, best)
+        except Exception as e:
+            raise CifarlabError(f"cannot resume {str(run_dir)!r}: last.pt is damaged or belongs to another "
+                                f"model ({type(e).__name__})") from None
 
     meta = {"torch": torch.__version__, "torchvision": torchvision.__version__, "processes": dist.world,
             "device": str(device)}
     logger = None
     if dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "config.json", config.to_dict())
         logger = RunLogger(config.logger, run_dir, config.to_dict() | meta)
     if not quiet:
@@ -136,7 +146,8 @@ def _train(config, run_dir, resuming, dist, device, quiet) -> Path:
     if not dist.is_main:
         return run_dir
     if trainer.best_state is None:
-        raise CifarlabError("training stopped before the first epoch finished: nothing to save (raise --time-budget)")
+        raise CifarlabError("training stopped before the first epoch finished: nothing was saved "
+                            "(raise --time-budget)")
     model.load_state_dict(trainer.best_state)
     model.to(memory_format=torch.contiguous_format)
     finish_run(run_dir, model, data, config, trainer.history, stop_reason, trainer.elapsed, device, meta, quiet)

@@ -6,7 +6,9 @@
 """
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import warnings
 
 import click
@@ -19,8 +21,16 @@ def _warning_line(message, category, filename, lineno, file=None, line=None):
     print(f"warning: {message}", file=sys.stderr)
 
 
+def _terminate(signum, frame):
+    """SIGTERM (what Slurm, docker and systemd send) takes Ctrl-C's path: the run saves and
+    resumes, temporary files are removed. Under torchrun the trainer turns it into a flag."""
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
     warnings.showwarning = _warning_line
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         cli.main(args=argv, prog_name="cifarlab", standalone_mode=False)
     except CifarlabError as e:
@@ -35,6 +45,7 @@ def main(argv=None) -> int:
         e.show()
         return e.exit_code
     except OSError as e:  # disk full, permission denied: the user's environment, not a bug
-        click.echo(f"error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), err=True)
-        return 1
+        where = f" ({e.filename})" if e.filename else ""
+        click.echo(f"error: {e.strerror or e}{where}", err=True)
+        return 2
     return 0

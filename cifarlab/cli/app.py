@@ -10,6 +10,13 @@ def cli():
     """Distill image-transform pipelines into fast networks, and a CIFAR-10 classification lab."""
 
 
+def given_options(ctx: click.Context) -> set[str]:
+    """The options the user gave (on the command line or in the environment), not defaults."""
+    from click.core import ParameterSource
+    return {name for name in ctx.params
+            if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
+
+
 @cli.group()
 def transform():
     """Train, evaluate, export, apply and benchmark pipeline-distilling networks."""

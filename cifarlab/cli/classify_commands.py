@@ -9,7 +9,7 @@ import click
 from ..errors import CifarlabError
 from ..models.registry import parse_model_args
 from ..training.loggers import LOGGERS
-from .app import cli
+from .app import cli, given_options
 
 FROM_RECIPE = "[default: from --recipe]"
 
@@ -114,15 +114,24 @@ def config_from(options: dict):
 @click.option("--out", default=None, help="Run folder  [default: runs/<timestamp>-classify-<recipe>].")
 @click.option("--resume", default=None, type=click.Path(), help="Continue the run in this folder.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
-def train_command(**options):
+@click.pass_context
+def train_command(ctx, **options):
     """Train a classifier; writes a run folder with model, export, metrics, figures and report.md.
+
+    With --resume RUN_DIR the run continues with its saved settings; only --epochs,
+    --time-budget, --device and --threads may be given with it.
 
     Under torchrun (`torchrun --nproc_per_node=N -m cifarlab classify train ...`) the processes
     share the global batch (DDP: gloo on CPU, NCCL on GPU)."""
-    from ..classify import train
+    from ..classify import ClassifyConfig, train
     from ..classify.ddp import from_environment
-    config = config_from(options)
-    run_dir = train(config, out=options["out"], resume=options["resume"], quiet=options["quiet"])
+    from ..runs import resumed_config
+    if options["resume"]:
+        changes = {k: options[k] for k in sorted(given_options(ctx) - {"resume", "quiet"})}
+        config = resumed_config(options["resume"], ClassifyConfig, changes)
+        run_dir = train(config, resume=options["resume"], quiet=options["quiet"])
+    else:
+        run_dir = train(config_from(options), out=options["out"], quiet=options["quiet"])
     if from_environment().is_main:
         click.echo(str(run_dir))
 
@@ -139,8 +148,10 @@ def _classifier(run_dir: str):
               help="Which split of --data (a folder without train/ and test/ is one pool: scored whole).")
 @click.option("--device", default="auto", show_default=True, help="auto|cpu|cuda|mps.")
 @click.option("--out", default=None,
-              help="Also write eval.json and confusion.png into this folder  [default: none].")
-def eval_command(run_dir, data, data_root, split, device, out):
+              help="Also write eval.json and eval-confusion.png into this folder (a run folder is fine: "
+                   "the training's own files are never replaced)  [default: none].")
+@click.option("--overwrite", is_flag=True, help="Replace eval.json and eval-confusion.png if they exist.")
+def eval_command(run_dir, data, data_root, split, device, out, overwrite):
     """Score a trained run on labelled data: accuracy, per-class accuracy, confusion matrix."""
     from ..classify.data import load_labelled
     from ..classify.report import confusion_figure, score
@@ -148,17 +159,25 @@ def eval_command(run_dir, data, data_root, split, device, out):
     from ..io import write_json
 
     model = _classifier(run_dir)
+    outputs = [Path(out) / name for name in EVAL_FILES] if out else []
+    if out and Path(out).exists() and not Path(out).is_dir():
+        raise CifarlabError(f"--out {out!r} is a file: expected a folder")
+    existing = [str(p) for p in outputs if p.exists()]
+    if existing and not overwrite:
+        raise CifarlabError(f"{', '.join(existing)} exist(s); add --overwrite to replace, or choose another --out")
     images = load_labelled(data, split, data_root)
     labels = align_labels(images.labels, images.classes, model.classes)
     dev = resolve_device(device)
     scores = score(model.to(dev), images.images, labels, model.classes, dev)
     result = {"run": str(run_dir), "data": images.name, **scores}
     if out:
-        write_json(Path(out) / "eval.json", result)
-        confusion_figure(scores["confusion"], model.classes, Path(out) / "confusion.png",
-                         f"{images.name}: {scores['accuracy']:.1%}")
+        write_json(outputs[0], result)
+        confusion_figure(scores["confusion"], model.classes, outputs[1], f"{images.name}: {scores['accuracy']:.1%}")
     result.pop("confusion")
     click.echo(json.dumps(result, indent=2))
+
+
+EVAL_FILES = ("eval.json", "eval-confusion.png")  # never a training artifact's name
 
 
 def align_labels(labels, data_classes, model_classes):
@@ -181,8 +200,8 @@ def align_labels(labels, data_classes, model_classes):
 @click.option("--device", default="auto", show_default=True, help="auto|cpu|cuda|mps.")
 @click.option("--json", "as_json", is_flag=True, default=False, help="Print JSON instead of text.")
 def predict_command(run_dir, images, top_k, device, as_json):
-    """Top-k classes with probabilities for each IMAGE (any size: the shorter side is scaled to 32 px,
-    antialiased, then the centre 32x32 square is taken)."""
+    """Top-k classes with probabilities for each IMAGE, or every image under a folder (any size: the
+    shorter side is scaled to 32 px, antialiased, then the centre 32x32 square is taken)."""
     from ..classify.predict import predict_files
     results = predict_files(_classifier(run_dir), [Path(p) for p in images], top_k, device)
     if as_json:

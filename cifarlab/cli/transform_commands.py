@@ -13,7 +13,7 @@ from ..pipeline import DEFAULT_PIPELINE
 from ..training.losses import LOSSES
 from ..training.loggers import LOGGERS
 from ..transform.config import MONITORS, SCHEDULES, TransformConfig
-from .app import cli, transform
+from .app import cli, given_options, transform
 
 DEFAULTS = TransformConfig()
 
@@ -70,17 +70,27 @@ def config_from(options: dict, **fixed) -> TransformConfig:
     return TransformConfig(**values).validate()
 
 
-def _train(options: dict, **fixed) -> Path:
+def _train(options: dict, given: set[str]) -> Path:
+    """A new run from the options, or with --resume the saved run with the options given."""
+    from ..runs import resumed_config
     from ..transform import train
-    config = config_from(options, **fixed)
-    return train(config, out=options.get("out"), resume=options.get("resume"), quiet=options.get("quiet", False))
+    quiet = options.get("quiet", False)
+    if options.get("resume"):
+        changes = {k: options[k] for k in sorted(given - {"resume", "quiet", "bench", "bench_images"})}
+        config = resumed_config(options["resume"], TransformConfig, changes)
+        return train(config, resume=options["resume"], quiet=quiet)
+    return train(config_from(options), out=options.get("out"), quiet=quiet)
 
 
 @transform.command("train")
 @training_options
-def train_command(**options):
-    """Train a network to reproduce --pipeline; writes a run folder with the report."""
-    run_dir = _train(options)
+@click.pass_context
+def train_command(ctx, **options):
+    """Train a network to reproduce --pipeline; writes a run folder with the report.
+
+    With --resume RUN_DIR the run continues with its saved settings; only --epochs,
+    --time-budget, --device and --threads may be given with it (new limits, or another device)."""
+    run_dir = _train(options, given_options(ctx))
     click.echo(str(run_dir))
 
 
@@ -90,20 +100,19 @@ def train_command(**options):
               help="Run the inference benchmark on the trained model.")
 @click.option("--bench-images", type=int, default=10000, show_default=True,
               help="Images in the benchmark workload (the test split, tiled).")
-def run_command(bench, bench_images, **options):
+@click.pass_context
+def run_command(ctx, bench, bench_images, **options):
     """The main job: train the default model on the default pipeline, evaluate, report."""
-    run_dir = _train(options)
+    run_dir = _train(options, given_options(ctx))
     if bench:
         from ..bench import run_benchmark
         run_benchmark(run_dir, images=bench_images, quiet=options["quiet"])
     click.echo(str(run_dir))
 
 
-def _run_dir(path: str) -> Path:
-    run_dir = Path(path)
-    if not run_dir.is_dir():
-        raise CifarlabError(f"run folder {path!r} does not exist")
-    return run_dir
+def _model_file(path: str) -> Path:
+    from .. import model_file
+    return model_file(path)
 
 
 @transform.command("eval")
@@ -121,7 +130,7 @@ def eval_command(run_dir, data, data_root, split, device):
     from ..pipeline import Pipeline, ground_truth
     from ..transform.artifact import build_from_checkpoint, read_checkpoint
 
-    ckpt = read_checkpoint(_run_dir(run_dir) / "model.pt")
+    ckpt = read_checkpoint(_model_file(run_dir))
     model = build_from_checkpoint(ckpt)
     images = load_images(data, split, data_root)
     x = images.float()
@@ -134,14 +143,18 @@ def eval_command(run_dir, data, data_root, split, device):
 @transform.command("export")
 @click.argument("run_dir")
 @click.option("--out", default=None, help="Output file [default: RUN_DIR/model.pt2].")
-def export_command(run_dir, out):
+@click.option("--overwrite", is_flag=True, help="Replace an existing output file (never the run's own "
+                                                "model.pt, last.pt or config.json).")
+def export_command(run_dir, out, overwrite):
     """Write the torch.export program (model.pt2) that plain PyTorch loads."""
+    from ..export import UNTRUSTED_PT2, export_target
     from ..transform.artifact import build_from_checkpoint, export_program, read_checkpoint
 
-    ckpt = read_checkpoint(_run_dir(run_dir) / "model.pt")
-    model = build_from_checkpoint(ckpt)
-    path = export_program(model.net, model.in_shape, out or Path(run_dir) / "model.pt2")
-    click.echo(f"{path}  (load with: torch.export.load({str(path)!r}).module())")
+    model_path = _model_file(run_dir)
+    model = build_from_checkpoint(read_checkpoint(model_path))
+    target = export_target(model_path.parent, out, "model.pt2", overwrite)
+    path = export_program(model.net, model.in_shape, target)
+    click.echo(f"{path}  (load with: torch.export.load({str(path)!r}).module(); {UNTRUSTED_PT2})")
 
 
 @transform.command("apply")
@@ -150,13 +163,17 @@ def export_command(run_dir, out):
 @click.argument("dst")
 @click.option("--batch-size", type=int, default=256, show_default=True)
 @click.option("--device", default="auto", show_default=True)
-def apply_command(run_dir, src, dst, batch_size, device):
+@click.option("--overwrite", is_flag=True, help="Rewrite outputs that exist already [default: keep them, "
+                                                "so a re-run finishes an interrupted job].")
+def apply_command(run_dir, src, dst, batch_size, device, overwrite):
     """Run a trained network over the images in SRC and write PNGs into the same tree in DST."""
     from ..transform.apply import apply_folder
     if batch_size < 1:
         raise CifarlabError(f"--batch-size must be a positive integer, got {batch_size}")
-    written, skipped = apply_folder(_run_dir(run_dir), Path(src), Path(dst), batch_size, device)
-    click.echo(f"wrote {written} image(s) to {dst}" + (f"; skipped {skipped} unreadable" if skipped else ""))
+    result = apply_folder(Path(run_dir), Path(src), Path(dst), batch_size, device, overwrite)
+    click.echo(f"wrote {result.written} image(s) to {dst}"
+               + (f"; kept {result.existing} existing" if result.existing else "")
+               + (f"; skipped {result.unreadable} unreadable" if result.unreadable else ""))
 
 
 @transform.command("compare")

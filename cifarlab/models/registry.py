@@ -6,6 +6,7 @@ A transform model is built from the shapes the pipeline gives: ``in_shape`` (C, 
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Callable
 
 import torch.nn as nn
@@ -42,10 +43,25 @@ def create_model(name: str, task: str = "transform", **kwargs) -> nn.Module:
             valid = [p for p in accepted if p not in ("in_shape", "out_shape")]
             raise CifarlabError(f"model {name!r} has no option {', '.join(unknown)}; "
                                 f"its options: {', '.join(valid) or 'none'}")
+    for key, value in kwargs.items():
+        if key in accepted:
+            _check_option(name, key, value, accepted[key].default)
     try:
         return builder(**kwargs)
     except (ValueError, TypeError) as e:
         raise CifarlabError(f"cannot build model {name!r}: {e}") from None
+
+
+def _check_option(model: str, key: str, value, default) -> None:
+    """A model option must have the type of its default (the builder's signature says it)."""
+    kinds = {bool: (bool, "true or false"), int: (int, "an integer"), float: ((int, float), "a number"),
+             str: (str, "a word")}
+    if type(default) not in kinds:
+        return
+    allowed, text = kinds[type(default)]
+    if (isinstance(value, bool) and type(default) is not bool) or not isinstance(value, allowed) \
+            or (isinstance(value, float) and not math.isfinite(value)):
+        raise CifarlabError(f"model {model!r}: option {key!r} must be {text}, got {value!r}")
 
 
 def parse_model_args(text: str | None) -> dict:

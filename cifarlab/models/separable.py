@@ -65,8 +65,8 @@ class SeparableNet(nn.Module):
     def __init__(self, in_shape=(3, 32, 32), out_shape=(1, 28, 28), hidden: int = 0, rank: int = 1,
                  transpose: bool = False, act: str = "gelu", context: str = "mean"):
         super().__init__()
-        if rank < 1 or hidden < 0:
-            raise ValueError(f"rank must be >= 1 and hidden >= 0, got rank={rank}, hidden={hidden}")
+        if not (1 <= rank <= 64 and 0 <= hidden <= 4096):
+            raise ValueError(f"rank must be from 1 to 64 and hidden from 0 to 4096, got rank={rank}, hidden={hidden}")
         if act not in ACTIVATIONS:
             raise ValueError(f"act must be one of {', '.join(ACTIVATIONS)}, got {act!r}")
         if context not in CONTEXTS:

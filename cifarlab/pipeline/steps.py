@@ -9,6 +9,7 @@ number for a square), a per-channel list is ``a/b/c``. Examples:
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -76,20 +77,26 @@ def register_step(name, usage, transform=None, transposes=None, uses_extremes=Fa
 
 # ---- argument parsing -------------------------------------------------------
 
+MAX_SIDE = 256  # outputs larger than this from 32x32 images only cost memory (the ground truth is kept whole)
+
+
 def _number(text: str, what: str) -> float:
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise ValueError(f"{what} must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number, got {text!r}")
+    return value
 
 
-def _int(text: str, what: str, minimum: int = 1) -> int:
+def _int(text: str, what: str, minimum: int = 1, maximum: int = MAX_SIDE) -> int:
     try:
         value = int(text)
     except ValueError:
         raise ValueError(f"{what} must be an integer, got {text!r}") from None
-    if value < minimum:
-        raise ValueError(f"{what} must be at least {minimum}, got {value}")
+    if not minimum <= value <= maximum:
+        raise ValueError(f"{what} must be from {minimum} to {maximum}, got {value}")
     return value
 
 
@@ -151,7 +158,7 @@ def _pad():
         mode = args[1] if len(args) > 1 else "constant"
         if mode not in ("constant", "edge", "reflect", "symmetric"):
             raise ValueError(f"padding mode must be constant, edge, reflect or symmetric, got {mode!r}")
-        return {"padding": [_int(p, "padding", 0) for p in parts], "padding_mode": mode}
+        return {"padding": [_int(p, "padding", 0, MAX_SIDE // 2) for p in parts], "padding_mode": mode}
     return parse, lambda x, padding, padding_mode: F.pad(x, padding, padding_mode=padding_mode)
 
 
@@ -201,12 +208,12 @@ def _rotate():
 def _gaussian_blur():
     def parse(args):
         _expect(args, 1, 2)
-        k = _int(args[0], "kernel size")
+        k = _int(args[0], "kernel size", 1, 63)
         if k % 2 == 0:
             raise ValueError(f"kernel size must be odd, got {k}")
         sigma = _number(args[1], "sigma") if len(args) > 1 else 0.3 * ((k - 1) * 0.5 - 1) + 0.8
-        if sigma <= 0:
-            raise ValueError(f"sigma must be positive, got {sigma}")
+        if not 0 < sigma <= 100:
+            raise ValueError(f"sigma must be in (0, 100], got {sigma}")
         return {"kernel_size": [k, k], "sigma": [sigma, sigma]}
     return parse, lambda x, kernel_size, sigma: F.gaussian_blur(x, kernel_size, sigma)
 
@@ -225,10 +232,10 @@ def _factor_step(name, fn, what, low=0.0, high=None):
     return _make
 
 
-_factor_step("adjust_brightness", F.adjust_brightness, "brightness_factor")
-_factor_step("adjust_contrast", F.adjust_contrast, "contrast_factor")
-_factor_step("adjust_saturation", F.adjust_saturation, "saturation_factor")
-_factor_step("adjust_sharpness", F.adjust_sharpness, "sharpness_factor")
+_factor_step("adjust_brightness", F.adjust_brightness, "brightness_factor", high=100.0)
+_factor_step("adjust_contrast", F.adjust_contrast, "contrast_factor", high=100.0)
+_factor_step("adjust_saturation", F.adjust_saturation, "saturation_factor", high=100.0)
+_factor_step("adjust_sharpness", F.adjust_sharpness, "sharpness_factor", high=100.0)
 _factor_step("adjust_hue", F.adjust_hue, "hue_factor", low=-0.5, high=0.5)
 _factor_step("solarize", F.solarize, "threshold", low=0.0, high=1.0)
 
@@ -238,9 +245,12 @@ def _adjust_gamma():
     def parse(args):
         _expect(args, 1, 2)
         gamma = _number(args[0], "gamma")
-        if gamma <= 0:
-            raise ValueError(f"gamma must be positive, got {gamma}")
-        return {"gamma": gamma, "gain": _number(args[1], "gain") if len(args) > 1 else 1.0}
+        if not 0 < gamma <= 100:
+            raise ValueError(f"gamma must be in (0, 100], got {gamma}")
+        gain = _number(args[1], "gain") if len(args) > 1 else 1.0
+        if gain < 0:
+            raise ValueError(f"gain must be >= 0, got {gain}")
+        return {"gamma": gamma, "gain": gain}
     return parse, lambda x, gamma, gain: F.adjust_gamma(x, gamma, gain)
 
 
@@ -262,6 +272,8 @@ def _normalize():
         mean, std = _floats(args[0], "mean"), _floats(args[1], "std")
         if any(s <= 0 for s in std):
             raise ValueError("std must be positive")
+        if len(mean) not in (1, 3) or len(std) not in (1, 3):
+            raise ValueError("mean and std take one value or three (a/b/c)")
         return {"mean": mean, "std": std}
     return parse, lambda x, mean, std: F.normalize(x, mean, std)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from ..configs import RunConfig
 from ..errors import CifarlabError
@@ -17,6 +18,7 @@ MONITORS = ("val", "train")
 
 @dataclass
 class TransformConfig(RunConfig):
+    kind: ClassVar[str] = "transform"
     data: str = "cifar10"               # cifar10 | sample | a folder of images
     data_root: str | None = None        # where CIFAR-10 is cached (default ~/.cache/cifarlab/data)
     pipeline: str = DEFAULT_PIPELINE

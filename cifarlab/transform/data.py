@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import CifarlabError
 from ..data import ImageSet, load_images, validation_split
 from ..pipeline import Pipeline, ground_truth
 
@@ -37,5 +38,8 @@ def prepare_data(data: str, pipeline: Pipeline, data_root=None, val_fraction: fl
     pipeline.output_shape(tuple(images.images.shape[1:]))  # fails early, clearly, on impossible pipelines
     inputs = images.float()
     targets = ground_truth(inputs, pipeline)
+    if targets.numel() and bool((targets == targets.flatten()[0]).all()):
+        raise CifarlabError(f"pipeline {pipeline.spec!r} gives the same output for every image of {images.name}: "
+                            f"there is nothing to learn (check the step arguments)")
     train_index, val_index = validation_split(len(images), val_fraction, seed)
     return TransformData(pipeline, images, train_index, val_index, inputs, targets)

@@ -23,14 +23,15 @@ from tqdm import tqdm
 
 from ..devices import resolve_device
 from ..errors import CifarlabError
-from ..io import read_json, torch_save, write_json
+from ..io import torch_save, write_json
+from ..runs import RunFolder, config_to_resume
 from ..models import create_model
 from ..models.exact import exact_separable_net
 from ..pipeline import Pipeline
 from ..training import EarlyStopping, RunLogger, build_loss
 from ..training.schedules import lr_factor, run_progress
 from .artifact import checkpoint, read_checkpoint
-from ..checkpoints import save_checkpoint
+from ..checkpoints import read_training_state, save_checkpoint
 from .config import TransformConfig
 from .data import TransformData, prepare_data
 from .finish import finish_run
@@ -68,13 +69,8 @@ def build_net(config: TransformConfig, data: TransformData) -> tuple[torch.nn.Mo
     return net, kwargs
 
 
-def new_run_dir(out: str | None, model: str) -> Path:
-    run_dir = Path(out) if out else Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-{model}"
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise CifarlabError(f"run folder {str(run_dir)!r} already exists and is not empty; "
-                            f"choose another --out or resume it with --resume")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+def default_run_dir(model: str) -> Path:
+    return Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-{model}"
 
 
 def _make_scheduler(config: TransformConfig, optimizer):
@@ -106,26 +102,39 @@ def _log_samples(logger, net, best_state, x_val, y_val, device, step, count=8) -
     logger.images("samples/input-truth-model", vutils.make_grid(torch.cat(rows), nrow=count), step)
 
 
-def train(config: TransformConfig, out: str | None = None, resume: str | None = None,
+LAST_STATE_KEYS = ("model", "optimizer", "stopper", "history", "epoch", "elapsed", "generator")
+
+
+def train(config: TransformConfig | None, out: str | None = None, resume: str | None = None,
           quiet: bool = False) -> Path:
-    """Train (or resume) a run; returns its folder. See the module docstring."""
+    """Train (or resume) a run; returns its folder. See the module docstring.
+
+    With `resume` the run continues with its saved config; `config` may be None, or the
+    saved config with new RESUMABLE settings (limits, device, threads)."""
     if resume:
-        run_dir = Path(resume)
-        if not (run_dir / "config.json").exists() or not (run_dir / "last.pt").exists():
-            raise CifarlabError(f"cannot resume {str(run_dir)!r}: expected a run folder with config.json and last.pt")
-        saved = TransformConfig.from_dict(read_json(run_dir / "config.json"))
-        saved.epochs, saved.time_budget = config.epochs, config.time_budget  # the caps may be raised
-        config = saved
+        config = config_to_resume(resume, TransformConfig, config)
+    elif config is None:
+        raise CifarlabError("train() needs a TransformConfig (or resume=RUN_DIR)")
     config.validate()
+    device = resolve_device(config.device)
+    folder = RunFolder.open(resume, "resume") if resume else RunFolder.create(out or default_run_dir(config.model))
+    with folder:
+        try:
+            return _train(config, folder.path, bool(resume), device, quiet)
+        except BaseException:
+            if not resume and not (folder.path / "model.pt").exists():
+                folder.abandon()  # nothing worth keeping: the same --out can be used again
+            raise
+
+
+def _train(config, run_dir, resuming, device, quiet) -> Path:
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    device = resolve_device(config.device)
     pipeline = Pipeline.parse(config.pipeline)
     loss_fn = build_loss(config.loss).to(device)
     data = prepare_data(config.data, pipeline, config.data_root, config.val_fraction, config.seed)
     net, model_kwargs = build_net(config, data)
-    run_dir = Path(resume) if resume else new_run_dir(out, config.model)
     net.to(device)
 
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
@@ -134,20 +143,20 @@ def train(config: TransformConfig, out: str | None = None, resume: str | None = 
     history: list[dict] = []
     start_epoch, elapsed, best_state = 0, 0.0, None
     generator = torch.Generator().manual_seed(config.seed)
-    if resume:
+    if resuming:
+        state = read_training_state(run_dir / "last.pt", LAST_STATE_KEYS, "cifarlab transform train")
         try:
-            state = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)
             net.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            if scheduler is not None and state.get("scheduler"):
+                scheduler.load_state_dict(state["scheduler"])
+            stopper.load_state_dict(state["stopper"])
+            history, start_epoch, elapsed = list(state["history"]), int(state["epoch"]) + 1, float(state["elapsed"])
+            generator.set_state(state["generator"])
         except Exception as e:
-            raise CifarlabError(f"cannot resume {str(run_dir)!r}: last.pt is corrupt or from another "
+            raise CifarlabError(f"cannot resume {str(run_dir)!r}: last.pt is damaged or belongs to another "
                                 f"model ({type(e).__name__})") from None
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None and state.get("scheduler"):
-            scheduler.load_state_dict(state["scheduler"])
-        stopper.load_state_dict(state["stopper"])
-        history, start_epoch, elapsed = state["history"], state["epoch"] + 1, state["elapsed"]
         best_state = read_checkpoint(run_dir / "model.pt")["state_dict"] if (run_dir / "model.pt").exists() else None
-        generator.set_state(state["generator"])
     config_dict = config.to_dict() | {"torch": torch.__version__, "torchvision": torchvision.__version__}
     write_json(run_dir / "config.json", config_dict)  # from_dict skips the version keys on --resume
 
@@ -246,7 +255,7 @@ def train(config: TransformConfig, out: str | None = None, resume: str | None = 
         logger.close()
 
     if best_state is None:
-        raise CifarlabError("training stopped before the first epoch finished: nothing to save "
+        raise CifarlabError("training stopped before the first epoch finished: nothing was saved "
                             "(raise --time-budget)")
     net.load_state_dict(best_state)
     finish_run(run_dir, net, data, config, history, stop_reason, elapsed, device, quiet=quiet)

@@ -44,7 +44,7 @@ def test_checkpoint_loads_with_weights_only_and_checks_its_input(trained_run):
     assert not model.training and model(torch.rand(2, 3, 32, 32)).shape == (2, 3)
     assert torch.allclose(model(torch.full((1, 3, 32, 32), 255, dtype=torch.uint8)), model(torch.ones(1, 3, 32, 32)))
     for bad, message in [(torch.rand(2, 3, 64, 64), "64"), (torch.rand(3, 32, 32), "batch"),
-                         (torch.rand(2, 1, 32, 32), "RGB"), (torch.ones(2, 3, 32, 32, dtype=torch.int32), "dtype")]:
+                         (torch.rand(2, 1, 32, 32), "3 channels"), (torch.ones(2, 3, 32, 32, dtype=torch.int32), "dtype")]:
         with pytest.raises(CifarlabError, match=message):
             model(bad)
 

@@ -91,4 +91,4 @@ def test_resume_of_a_corrupt_run_is_refused(capsys, exact_run, tmp_path):
     (broken / "config.json").write_text((exact_run / "config.json").read_text())
     (broken / "last.pt").write_bytes(b"truncated")
     code, _, err = run(capsys, "transform", "train", "--resume", str(broken), "--quiet")
-    assert code == 2 and "last.pt is corrupt" in err
+    assert code == 2 and "is unreadable or corrupt" in err

@@ -91,4 +91,4 @@ def test_bad_steps_get_one_line_errors(text, message):
 
 def test_pipeline_that_cannot_run_on_the_input_is_refused():
     with pytest.raises(CifarlabError, match="cannot run on images"):
-        Pipeline.parse("normalize:0.5/0.5:0.2").output_shape()
+        Pipeline.parse("pad:100:reflect").output_shape()
