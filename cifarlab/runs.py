@@ -20,7 +20,7 @@ from .io import read_json, remove_stale_temporaries
 
 LOCK_NAME = ".cifarlab.lock"
 # settings that may change when a run is resumed: its limits, and where and how fast it runs
-RESUMABLE = ("epochs", "time_budget", "device", "threads")
+RESUMABLE = ("epochs", "time_budget", "device", "threads", "logger")
 
 
 class RunFolder:

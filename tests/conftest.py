@@ -1,8 +1,10 @@
-"""Shared fixtures: the real-image subset beside the project (skipped when absent)."""
+"""Shared fixtures: the real-image subset beside the project (skipped when absent), and tiny
+labelled ImageFolder trees written on the fly."""
 from pathlib import Path
 
 import pytest
 import torch
+import torchvision
 
 # Tests check answers, not speed; one thread avoids OpenMP spin-waits when the 2 cores are shared.
 torch.set_num_threads(1)
@@ -20,3 +22,21 @@ def subset_path() -> Path:
     if not SHARED_SUBSET.is_dir():
         pytest.skip("../shared/data/cifar10-train-subset is not here")
     return SHARED_SUBSET
+
+
+def write_folder(root: Path, classes=("cat", "dog", "ship"), per_class: int = 12, size: int = 32,
+                 seed: int = 0) -> Path:
+    """Class c's images are tinted towards colour c, so even one epoch learns something."""
+    g = torch.Generator().manual_seed(seed)
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            image = torch.randint(0, 120, (3, size, size), generator=g, dtype=torch.uint8)
+            image[c % 3] += 120
+            torchvision.io.write_png(image, str(root / name / f"{i:03d}.png"))
+    return root
+
+
+@pytest.fixture(scope="session")
+def make_folder():
+    return write_folder

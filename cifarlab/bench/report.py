@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from ..errors import CifarlabError
 from ..io import read_json, write_json, write_text
 from .goals import break_even, evaluate_goals, fastest_model, find
 from .plot import bench_figure
@@ -27,13 +28,16 @@ def regenerate_report(run_dir: Path) -> None:
     from ..transform.config import TransformConfig
     from ..transform.finish import write_report
 
-    try:
-        metrics, config = read_json(run_dir / "metrics.json"), read_json(run_dir / "config.json")
-    except OSError:
+    if not (run_dir / "metrics.json").is_file() or not (run_dir / "config.json").is_file():
         return  # a run folder without a report has none to update
+    metrics, config = read_json(run_dir / "metrics.json"), read_json(run_dir / "config.json")
     if isinstance(metrics.get("psnr"), str):
         metrics["psnr"] = float(metrics["psnr"])  # JSON stores inf as the string 'inf'
-    write_report(run_dir, metrics, TransformConfig.from_dict(config))
+    try:
+        write_report(run_dir, metrics, TransformConfig.from_dict(config, source=str(run_dir / "config.json")))
+    except (KeyError, TypeError, ValueError) as e:
+        raise CifarlabError(f"{str(run_dir / 'metrics.json')!r} is damaged ({type(e).__name__}: {e}); "
+                            f"bench.md was written, report.md was not updated") from None
 
 
 def _s(value) -> str:

@@ -21,6 +21,7 @@ from ..evaluation.metrics import data_range
 from ..io import read_json
 from ..models.exact import exact_separable_net
 from ..pipeline import Pipeline
+from ..runs import RunFolder
 from ..transform.artifact import read_checkpoint
 from . import contenders as C
 from .report import write_outputs
@@ -127,6 +128,11 @@ def run_benchmark(run_dir, images: int = 10000, batch_sizes=DEFAULT_BATCH_SIZES,
     names = parse_variants(variants)
     if repeats < 1:
         raise CifarlabError(f"--repeats must be a positive integer, got {repeats}")
+    with RunFolder.open(run_dir, "benchmark"):  # not while the run trains, nor two benchmarks at once
+        return _run_benchmark(run_dir, images, sizes, devs, repeats, names, quiet)
+
+
+def _run_benchmark(run_dir, images, sizes, devs, repeats, names, quiet) -> dict:
     model, workload = open_run(run_dir, images)
     bench = Bench(workload, repeats, quiet)
     facts = machine_facts(devs)  # before measuring: the load average is the machine's, not ours

@@ -2,7 +2,6 @@
 small data time the same amount of work as the reference's 10,000 CIFAR-10 test images."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import torch
 
 from ..data import load_images
 from ..errors import CifarlabError
+from ..io import read_json
 from ..pipeline import Pipeline, ground_truth
 
 
@@ -32,10 +32,10 @@ class Workload:
 
 def run_config(run_dir: Path, ckpt: dict) -> dict:
     """The run's config.json, or the copy inside its checkpoint."""
+    from ..transform.config import TransformConfig
     path = Path(run_dir) / "config.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    return dict(ckpt.get("config") or {})
+    data, source = (read_json(path), str(path)) if path.exists() else (ckpt.get("config") or {}, "the checkpoint's config")
+    return TransformConfig.from_dict(data, source=source).to_dict()
 
 
 def tile(images: torch.Tensor, count: int) -> torch.Tensor:

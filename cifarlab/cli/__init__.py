@@ -37,7 +37,7 @@ def main(argv=None) -> int:
         click.echo(f"error: {e}", err=True)
         return 2
     except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+        click.echo("interrupted", err=True)
         return 130
     except KeyboardInterrupt:
         return 130

@@ -119,7 +119,7 @@ def train_command(ctx, **options):
     """Train a classifier; writes a run folder with model, export, metrics, figures and report.md.
 
     With --resume RUN_DIR the run continues with its saved settings; only --epochs,
-    --time-budget, --device and --threads may be given with it.
+    --time-budget, --device, --threads and --logger may be given with it.
 
     Under torchrun (`torchrun --nproc_per_node=N -m cifarlab classify train ...`) the processes
     share the global batch (DDP: gloo on CPU, NCCL on GPU)."""

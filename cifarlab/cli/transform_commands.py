@@ -89,7 +89,7 @@ def train_command(ctx, **options):
     """Train a network to reproduce --pipeline; writes a run folder with the report.
 
     With --resume RUN_DIR the run continues with its saved settings; only --epochs,
-    --time-budget, --device and --threads may be given with it (new limits, or another device)."""
+    --time-budget, --device, --threads and --logger may be given with it (new limits, or another device)."""
     run_dir = _train(options, given_options(ctx))
     click.echo(str(run_dir))
 
@@ -184,10 +184,13 @@ def apply_command(run_dir, src, dst, batch_size, device, overwrite):
 @click.option("--epochs", type=int, default=1000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
-@click.option("--out", default="runs/compare", show_default=True)
+@click.option("--out", default=None, help="A new or empty folder [default: runs/<timestamp>-compare].")
 def compare_command(data, data_root, pipeline, models, time_budget, epochs, seed, device, out):
     """Train every registry model on the same data and budget; writes compare.md."""
+    from datetime import datetime
+
     from ..transform.compare import compare_models
+    out = out or f"runs/{datetime.now():%Y%m%d-%H%M%S}-compare"
     names = list_models() if models == "all" else [m.strip() for m in models.split(",") if m.strip()]
     path = compare_models(names, data=data, data_root=data_root, pipeline=pipeline, time_budget=time_budget,
                           epochs=epochs, seed=seed, device=device, out=Path(out))

@@ -1,22 +1,30 @@
 """Train several registry models on the same data, pipeline and time budget; tabulate them."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from ..errors import CifarlabError
 from ..evaluation.format import db, sci
 from ..io import read_json, write_text
+from ..models import model_builder
+from ..runs import RunFolder
 from .config import TransformConfig
 from .loop import train
 
 
 def compare_models(names, data, data_root, pipeline, time_budget, epochs, seed, device, out: Path) -> Path:
+    """One run per model in `out/<model>/`, then `out/compare.md`; `out` must be new or empty
+    (an earlier comparison is never deleted)."""
+    for name in names:
+        model_builder(name)  # unknown names fail before any folder is made
+    with RunFolder.create(out):
+        return _compare(names, data, data_root, pipeline, time_budget, epochs, seed, device, out)
+
+
+def _compare(names, data, data_root, pipeline, time_budget, epochs, seed, device, out: Path) -> Path:
     rows = []
     for name in names:
         run_dir = out / name
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
         config = TransformConfig(data=data, data_root=data_root, pipeline=pipeline, model=name,
                                  time_budget=time_budget, epochs=epochs, seed=seed, device=device,
                                  logger="none", patience=max(5, epochs)).validate()
