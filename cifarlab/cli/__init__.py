@@ -29,8 +29,16 @@ def _terminate(signum, frame):
 
 def main(argv=None) -> int:
     warnings.showwarning = _warning_line
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _terminate)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
+    try:
+        return _run(argv)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(argv) -> int:
     try:
         cli.main(args=argv, prog_name="cifarlab", standalone_mode=False)
     except CifarlabError as e:
