@@ -7,9 +7,11 @@ from typing import ClassVar
 
 from ..configs import RunConfig
 from ..errors import CifarlabError
+from ..training.budget import Limits
 
 OPTIMIZERS = ("adam", "adamw", "sgd")          # sgd is always Nesterov
 SCHEDULES = ("none", "plateau", "onecycle", "cosine")
+DEFAULT_EPOCHS = 30
 
 
 @dataclass
@@ -28,7 +30,7 @@ class ClassifyConfig(RunConfig):
     weight_decay: float = 5e-4
     bias_lr_scale: float = 1.0          # BatchNorm shifts learn this much faster (airbench: 64)
     batch_size: int = 256
-    epochs: int = 30
+    epochs: int | None = 30             # None with --time-budget: no cap, the clock rules (training.budget)
     time_budget: float | None = None    # seconds of training steps (evaluation excluded), across resumes
     schedule: str = "onecycle"          # onecycle and cosine follow the clock when --time-budget is set
     warmup: float = 0.2                 # onecycle: share of the run spent warming up
@@ -54,7 +56,7 @@ class ClassifyConfig(RunConfig):
         need(self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}")
         need(0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}")
         need(self.batch_size >= 1, f"--batch-size must be a positive integer, got {self.batch_size}")
-        need(self.epochs >= 1, f"--epochs must be a positive integer, got {self.epochs}")
+        need(self.epochs is None or self.epochs >= 1, f"--epochs must be a positive integer, got {self.epochs}")
         need(self.time_budget is None or self.time_budget > 0,
              f"--time-budget must be a positive number of seconds, got {self.time_budget}")
         need(0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
@@ -65,7 +67,11 @@ class ClassifyConfig(RunConfig):
         from ..models import classifiers  # noqa: F401  (registers the classifiers)
         from ..models.registry import model_builder
         from .augment import parse_augment
+        self.limits()
         model_builder(self.model, "classify")  # unknown names fail early, listing the valid ones
         parse_augment(self.augment)
         return self
+
+    def limits(self) -> Limits:
+        return Limits.of(self.epochs, self.time_budget, DEFAULT_EPOCHS)
 

@@ -1,6 +1,9 @@
 """Named training recipes: documented presets over the ordinary options.
 
 A recipe fills every option the user did not give; anything given on the command line wins.
+A recipe's epochs are its length when no budget is given: with ``--time-budget`` and no
+``--epochs`` the run spends the whole budget (cifarlab.training.budget). No recipe stops early
+by design; ``--patience`` asks for early stopping.
 
 - ``baseline``: the reference report's first model: 2 convolutions into 1 linear layer
   (~23 k parameters), ReLU, Adam lr 0.002, batch 50, 10 epochs, normalised data, no augmentation.
@@ -50,6 +53,8 @@ def recipe_config(name: str, **given) -> ClassifyConfig:
     if unknown:
         raise CifarlabError(f"unknown setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
     values = {**RECIPES[name], **{k: v for k, v in given.items() if v is not None}, "recipe": name}
+    if given.get("time_budget") is not None and given.get("epochs") is None:
+        values["epochs"] = None  # a budget without --epochs: the clock is the limit, not the recipe's epochs
     if "model" in given and given["model"] is not None and given["model"] != RECIPES[name]["model"] \
             and given.get("model_args") is None:
         values["model_args"] = {}  # the recipe's widths belong to the recipe's model

@@ -99,7 +99,8 @@ def _train(config, run_dir, resuming, dist, device, quiet) -> Path:
         n_params = sum(p.numel() for p in model.parameters())
         print(f"cifarlab classify: recipe {config.recipe}, {config.model} ({n_params:,} parameters) on "
               f"{data.pool.name} ({len(train_set)} train / {len(val_set)} validation images, {len(data.classes)} "
-              f"classes), device {device}" + (f" x {dist.world} processes" if dist.enabled else ""), file=sys.stderr)
+              f"classes), device {device}" + (f" x {dist.world} processes" if dist.enabled else "")
+              + f"; {trainer.limits.describe()}", file=sys.stderr)
 
     def save_state() -> None:
         if dist.is_main:
@@ -107,8 +108,8 @@ def _train(config, run_dir, resuming, dist, device, quiet) -> Path:
 
     stop_reason = "epochs"
     try:
-        while trainer.epoch < config.epochs and not trainer.out_of_time:
-            bar = tqdm(total=trainer.steps_per_epoch, desc=f"epoch {trainer.epoch + 1}/{config.epochs}",
+        while trainer.limits.epochs_left(trainer.epoch) and not trainer.out_of_time:
+            bar = tqdm(total=trainer.steps_per_epoch, desc=f"epoch {trainer.epoch + 1}/{config.epochs or '-'}",
                        leave=False, disable=quiet or None, unit="batch", file=sys.stderr)
             row = trainer.train_epoch(bar)
             bar.close()

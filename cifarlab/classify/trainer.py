@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from ..data import ImageSet
 from ..errors import CifarlabError
 from ..training import EarlyStopping
+from ..training.budget import require_a_whole_epoch
 from ..training.schedules import lr_factor, run_progress
 from . import ddp
 from .artifact import ImageClassifier
@@ -88,7 +89,8 @@ class Trainer:
         self.labels = train_set.labels.to(device)
         self.batch_size = min(config.batch_size, len(self.images))
         self.steps_per_epoch = len(self.images) // self.batch_size    # drop the ragged last batch
-        self.total_steps = self.steps_per_epoch * config.epochs
+        self.limits = config.limits()
+        self.total_steps = self.limits.planned_steps(self.steps_per_epoch)   # None: the clock alone
         self.optimizer = build_optimizer(config, model)
         self.plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, mode="max", factor=0.3,
                                                                     patience=2)
@@ -130,7 +132,7 @@ class Trainer:
         self.net.train()
         order = torch.randperm(len(self.images), generator=self.order_generator).to(self.device)
         started, before = time.perf_counter(), self.elapsed
-        loss_sum, correct, seen = 0.0, 0, 0
+        loss_sum, correct, seen, steps = 0.0, 0, 0, 0
         for i in range(self.steps_per_epoch):
             lr = self.set_lr()
             index = ddp.shard(order[i * self.batch_size:(i + 1) * self.batch_size], self.dist)
@@ -145,6 +147,7 @@ class Trainer:
             loss.backward()
             self.optimizer.step()
             self.step += 1
+            steps += 1
             value = loss.item()
             self.elapsed, diverged, interrupted = ddp.max_across(
                 [before + time.perf_counter() - started, 0.0 if math.isfinite(value) else 1.0,
@@ -163,6 +166,8 @@ class Trainer:
                 progress_bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.3g}")
             if self.out_of_time:
                 break
+        if self.epoch == 0 and self.out_of_time:
+            require_a_whole_epoch(steps, self.steps_per_epoch, self.elapsed - before, self.config.time_budget)
         self.epoch += 1
         row = {"epoch": self.epoch, "train_loss": loss_sum / max(1, seen), "train_accuracy": correct / max(1, seen),
                "lr": self.optimizer.param_groups[0]["lr"], "epoch_seconds": self.elapsed - before,

@@ -39,11 +39,13 @@ def training_options(f):
         click.option("--loss", type=click.Choice(LOSSES), default=DEFAULTS.loss, show_default=True),
         click.option("--lr", type=float, default=DEFAULTS.lr, show_default=True, help="Adam learning rate."),
         click.option("--batch-size", type=int, default=DEFAULTS.batch_size, show_default=True),
-        click.option("--epochs", type=int, default=DEFAULTS.epochs, show_default=True, help="Epoch cap."),
-        click.option("--time-budget", type=float, default=None, help="Seconds of training (across resumes)."),
+        click.option("--epochs", type=int, default=None,
+                     help="Epoch cap [default: 100; none under --time-budget, where the clock is the limit]."),
+        click.option("--time-budget", type=float, default=None,
+                     help="Seconds of training (across resumes); spent in full unless --epochs or --patience is given."),
         click.option("--schedule", type=click.Choice(SCHEDULES), default=DEFAULTS.schedule, show_default=True),
-        click.option("--patience", type=int, default=DEFAULTS.patience, show_default=True,
-                     help="Early stopping: epochs without improvement."),
+        click.option("--patience", type=int, default=None,
+                     help="Early stopping: epochs without improvement [default: 5; off under --time-budget]."),
         click.option("--min-delta", type=float, default=DEFAULTS.min_delta, show_default=True),
         click.option("--monitor", type=click.Choice(MONITORS), default=DEFAULTS.monitor, show_default=True,
                      help="Loss that early stopping watches."),
@@ -181,7 +183,7 @@ def apply_command(run_dir, src, dst, batch_size, device, overwrite):
 @click.option("--pipeline", default=DEFAULT_PIPELINE, show_default=True)
 @click.option("--models", default="all", show_default=True, help="Comma-separated registry names, or all.")
 @click.option("--time-budget", type=float, default=60, show_default=True, help="Seconds per model.")
-@click.option("--epochs", type=int, default=1000, show_default=True)
+@click.option("--epochs", type=int, default=None, help="Epoch cap per model [default: none, the budget rules].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", default=None, help="A new or empty folder [default: runs/<timestamp>-compare].")

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 
 @dataclass
 class EarlyStopping:
-    patience: int = 5
+    patience: int | None = 5    # None: never stops (it still tracks the best)
     min_delta: float = 0.0
     best: float = math.inf
     bad_epochs: int = 0
@@ -22,11 +22,13 @@ class EarlyStopping:
 
     @property
     def should_stop(self) -> bool:
-        return self.bad_epochs >= self.patience
+        return self.patience is not None and self.bad_epochs >= self.patience
 
     def state_dict(self) -> dict:
         return asdict(self)
 
     def load_state_dict(self, state: dict) -> None:
+        """The progress of a saved run; the patience stays the one this run was built with."""
         for key, value in state.items():
-            setattr(self, key, value)
+            if key != "patience":
+                setattr(self, key, value)

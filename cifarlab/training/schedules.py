@@ -21,8 +21,10 @@ def lr_factor(schedule: str, progress: float, warmup: float = 0.0) -> float:
     return 1.0  # none; plateau changes the rate itself
 
 
-def run_progress(step: int, total_steps: int, elapsed: float, time_budget: float | None) -> float:
-    done = step / max(1, total_steps)
+def run_progress(step: int, total_steps: int | None, elapsed: float, time_budget: float | None) -> float:
+    """How far through the run: steps done of those planned (None: no step plan, the clock
+    alone), or seconds spent of the budget, whichever is further."""
+    done = step / max(1, total_steps) if total_steps else 0.0
     if time_budget:
         done = max(done, elapsed / time_budget)
     return done

@@ -27,7 +27,7 @@ def _compare(names, data, data_root, pipeline, time_budget, epochs, seed, device
         run_dir = out / name
         config = TransformConfig(data=data, data_root=data_root, pipeline=pipeline, model=name,
                                  time_budget=time_budget, epochs=epochs, seed=seed, device=device,
-                                 logger="none", patience=max(5, epochs)).validate()
+                                 logger="none").validate()
         try:
             train(config, out=str(run_dir), quiet=True)
         except CifarlabError as e:

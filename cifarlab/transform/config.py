@@ -10,9 +10,11 @@ from ..errors import CifarlabError
 from ..models import model_builder
 from ..pipeline import DEFAULT_PIPELINE, Pipeline
 from ..training.loggers import LOGGERS
+from ..training.budget import Limits
 from ..training.losses import LOSSES
 
 SCHEDULES = ("none", "cosine", "plateau")
+DEFAULT_EPOCHS, DEFAULT_PATIENCE = 100, 5
 MONITORS = ("val", "train")
 
 
@@ -28,10 +30,10 @@ class TransformConfig(RunConfig):
     loss: str = "mse"
     lr: float = 1e-3
     batch_size: int = 32
-    epochs: int = 100
+    epochs: int | None = None          # None: DEFAULT_EPOCHS, or no cap under --time-budget (training.budget)
     time_budget: float | None = None    # seconds of training, across resumes
     schedule: str = "none"
-    patience: int = 5
+    patience: int | None = None        # None: DEFAULT_PATIENCE, or off under --time-budget
     min_delta: float = 0.0
     monitor: str = "val"
     val_fraction: float = 0.1
@@ -47,10 +49,10 @@ class TransformConfig(RunConfig):
                 raise CifarlabError(message)
         need(self.lr > 0 and math.isfinite(self.lr), f"--lr must be a positive number, got {self.lr}")
         need(self.batch_size >= 1, f"--batch-size must be a positive integer, got {self.batch_size}")
-        need(self.epochs >= 1, f"--epochs must be a positive integer, got {self.epochs}")
+        need(self.epochs is None or self.epochs >= 1, f"--epochs must be a positive integer, got {self.epochs}")
         need(self.time_budget is None or self.time_budget > 0,
              f"--time-budget must be a positive number of seconds, got {self.time_budget}")
-        need(self.patience >= 1, f"--patience must be a positive integer, got {self.patience}")
+        need(self.patience is None or self.patience >= 1, f"--patience must be a positive integer, got {self.patience}")
         need(self.threads is None or self.threads >= 1, f"--threads must be a positive integer, got {self.threads}")
         need(self.min_delta >= 0, f"--min-delta must be >= 0, got {self.min_delta}")
         need(0 < self.val_fraction < 1, f"--val-fraction must be between 0 and 1, got {self.val_fraction}")
@@ -62,4 +64,13 @@ class TransformConfig(RunConfig):
         model_builder(self.model)       # unknown names fail here, before any data is loaded
         Pipeline.parse(self.pipeline)
         return self
+
+    def limits(self) -> Limits:
+        return Limits.of(self.epochs, self.time_budget, DEFAULT_EPOCHS)
+
+    def early_stopping_patience(self) -> int | None:
+        """--patience when given; otherwise off for a budgeted run (it spends its budget), else 5."""
+        if self.patience is not None:
+            return self.patience
+        return None if self.time_budget is not None else DEFAULT_PATIENCE
 

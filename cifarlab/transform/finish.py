@@ -66,8 +66,9 @@ def write_report(run_dir: Path, metrics: dict, config, extra_sections: list[str]
         "", "## Samples (input, ground truth, model, |error|×10)", "", "![samples](samples.png)", "",
         "## Loss", "", "![loss](loss.png)", "",
         f"Reproduce: `cifarlab transform train --data {config.data} --pipeline \"{config.pipeline}\" "
-        f"--model {config.model} --epochs {config.epochs}"
-        + (f" --time-budget {config.time_budget:g}" if config.time_budget else "") + f" --seed {config.seed}`", "",
+        f"--model {config.model}" + (f" --epochs {config.epochs}" if config.epochs else "")
+        + (f" --time-budget {config.time_budget:g}" if config.time_budget else "")
+        + (f" --patience {config.patience}" if config.patience else "") + f" --seed {config.seed}`", "",
     ]
     bench = run_dir / "bench.md"
     if bench.exists():

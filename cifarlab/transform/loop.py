@@ -10,6 +10,7 @@ with the best checkpoint intact.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import sys
 import time
@@ -29,12 +30,18 @@ from ..models import create_model
 from ..models.exact import exact_separable_net
 from ..pipeline import Pipeline
 from ..training import EarlyStopping, RunLogger, build_loss
+from ..training.budget import require_a_whole_epoch
 from ..training.schedules import lr_factor, run_progress
 from .artifact import checkpoint, read_checkpoint
 from ..checkpoints import read_training_state, save_checkpoint
 from .config import TransformConfig
 from .data import TransformData, prepare_data
 from .finish import finish_run
+
+
+# Validation MSE at which a run stops even under a budget: outputs in [0, 1] agree with the
+# ground truth to float32 rounding (PSNR 140 dB); more training cannot show.
+FLOAT32_FLOOR = 1e-14
 
 
 class TrainingDiverged(CifarlabError):
@@ -139,7 +146,8 @@ def _train(config, run_dir, resuming, device, quiet) -> Path:
 
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
     scheduler = _make_scheduler(config, optimizer)
-    stopper = EarlyStopping(config.patience, config.min_delta)
+    limits, patience = config.limits(), config.early_stopping_patience()
+    stopper = EarlyStopping(patience, config.min_delta)
     history: list[dict] = []
     start_epoch, elapsed, best_state = 0, 0.0, None
     generator = torch.Generator().manual_seed(config.seed)
@@ -168,8 +176,9 @@ def _train(config, run_dir, resuming, device, quiet) -> Path:
     if not quiet:
         n_params = sum(p.numel() for p in net.parameters())
         print(f"cifarlab: {config.model} ({n_params:,} parameters) learns {pipeline.spec!r} on "
-              f"{data.images.name} ({len(x_train)} train / {len(x_val)} held-out images), device {device}",
-              file=sys.stderr)
+              f"{data.images.name} ({len(x_train)} train / {len(x_val)} held-out images), device {device}; "
+              f"{limits.describe()}" + (f", early stopping after {patience} epochs without improvement"
+                                        if patience else ""), file=sys.stderr)
 
     def save_state(epoch: int) -> None:
         torch_save({"model": net.state_dict(), "optimizer": optimizer.state_dict(),
@@ -182,19 +191,22 @@ def _train(config, run_dir, resuming, device, quiet) -> Path:
     started = time.perf_counter() - elapsed
     out_of_time = config.time_budget is not None and elapsed >= config.time_budget
     try:
-        for epoch in range(start_epoch, config.epochs):
+        for epoch in itertools.count(start_epoch):
             if out_of_time:
                 stop_reason = "time budget"
                 break
+            if not limits.epochs_left(epoch):
+                stop_reason = "epochs"
+                break
             net.train()
             order = torch.randperm(len(x_train), generator=generator).to(device)
-            total, seen = 0.0, 0
-            bar = tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}",
+            total, seen, steps = 0.0, 0, 0
+            bar = tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch + 1}/{limits.epochs or '-'}",
                        leave=False, disable=quiet or None, unit="batch")
             for i in bar:
                 if config.schedule == "cosine":
                     done = run_progress(epoch * steps_per_epoch + i // config.batch_size,
-                                        steps_per_epoch * config.epochs, time.perf_counter() - started,
+                                        limits.planned_steps(steps_per_epoch), time.perf_counter() - started,
                                         config.time_budget)
                     for group in optimizer.param_groups:
                         group["lr"] = config.lr * lr_factor("cosine", done)
@@ -207,13 +219,15 @@ def _train(config, run_dir, resuming, device, quiet) -> Path:
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                total, seen = total + value * len(batch), seen + len(batch)
+                total, seen, steps = total + value * len(batch), seen + len(batch), steps + 1
                 bar.set_postfix(loss=f"{value:.3e}")
                 if config.time_budget is not None and time.perf_counter() - started >= config.time_budget:
                     out_of_time = True
                     break
             bar.close()
             elapsed = time.perf_counter() - started
+            if epoch == 0 and out_of_time:
+                require_a_whole_epoch(steps, steps_per_epoch, elapsed, config.time_budget)
             row = {"epoch": epoch + 1, "train_loss": total / max(1, seen),
                    "val_loss": mean_loss(net, loss_fn, x_val, y_val, device),
                    "lr": optimizer.param_groups[0]["lr"], "time": elapsed}
@@ -237,10 +251,11 @@ def _train(config, run_dir, resuming, device, quiet) -> Path:
                 print(f"epoch {epoch + 1:4d}  train {row['train_loss']:.3e}  val {row['val_loss']:.3e}{mark} "
                       f"{elapsed:7.1f}s", file=sys.stderr)
             if stopper.should_stop:
-                stop_reason = f"early stopping (no {config.monitor} improvement for {config.patience} epochs)"
+                stop_reason = f"early stopping (no {config.monitor} improvement for {patience} epochs)"
                 break
-        else:
-            stop_reason = "epochs"
+            if config.loss == "mse" and row["val_loss"] <= FLOAT32_FLOOR:
+                stop_reason = f"the float32 floor (validation MSE {row['val_loss']:.1e})"
+                break
         if out_of_time:
             stop_reason = "time budget"
     except KeyboardInterrupt:

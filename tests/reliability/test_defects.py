@@ -274,3 +274,11 @@ def test_messages_name_the_right_thing(capsys, sandbox):
     assert "report.md" in str(error.value) and ".tmp." not in str(error.value)
     code, out, _ = cli(capsys, "classify", "predict", sandbox / "C", sandbox / "data" / "cat")
     assert code == 0 and len(out.splitlines()) == len(list((sandbox / "data" / "cat").iterdir()))
+
+
+@pytest.mark.parametrize("kind", ["transform", "classify"])
+def test_a_budget_too_small_for_one_epoch_says_so_and_leaves_nothing(capsys, sandbox, kind):
+    code, _, err = cli(capsys, kind, "train", "--data", sandbox / "data", "--time-budget", "1e-9",
+                       "--batch-size", "2", "--out", sandbox / "new", "--logger", "none")
+    assert code == 2 and "before the first epoch finished" in err
+    assert not (sandbox / "new").exists()

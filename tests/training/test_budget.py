@@ -1,0 +1,59 @@
+"""The budget rule, shared by both trainers: a budget without --epochs is spent, --epochs still
+caps, early stopping only when asked, and a budget shorter than one epoch is an error."""
+import json
+
+import pytest
+
+from cifarlab.cli import main
+from cifarlab.training.budget import Limits
+
+
+def train(capsys, kind, data, out, *extra):
+    code = main([kind, "train", "--data", str(data), "--out", str(out), "--logger", "none", *map(str, extra)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    return json.loads((out / "metrics.json").read_text()), err
+
+
+def test_limits_say_which_one_is_in_force():
+    assert Limits.of(None, 60, 100).describe() == "limit: the clock, 60 s of training (no epoch cap)"
+    assert Limits.of(None, None, 100).describe() == "limit: 100 epochs"
+    assert "whichever comes first" in Limits.of(5, 60, 100).describe()
+    assert Limits.of(None, 60, 100).planned_steps(10) is None and Limits.of(3, None, 100).planned_steps(10) == 30
+
+
+@pytest.mark.parametrize("kind, extra", [("transform", ["--schedule", "cosine"]), ("classify", ["--recipe", "baseline",
+                                                                                                "--schedule", "onecycle"])])
+def test_a_budget_without_epochs_is_spent_and_the_schedule_anneals(capsys, tmp_path, make_folder, kind, extra):
+    data = make_folder(tmp_path / "data", per_class=8)
+    metrics, err = train(capsys, kind, data, tmp_path / "run", "--time-budget", 4, *extra)
+    assert "limit: the clock, 4 s of training (no epoch cap)" in err.splitlines()[0]
+    assert metrics["stopped_by"] == "time budget"
+    assert 4 <= metrics["train_seconds"] < 4.5
+    history = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert history["epochs"] is None
+    last_lr = _last_lr(tmp_path / "run")
+    base_lr = 1e-3 if kind == "transform" else 0.002
+    assert last_lr < 0.1 * base_lr
+    if kind == "classify":
+        assert metrics["epochs"] > 10     # the recipe's 10 epochs did not end the run
+
+
+def _last_lr(run):
+    import torch
+    return torch.load(run / "last.pt", weights_only=True)["history"][-1]["lr"]
+
+
+@pytest.mark.parametrize("kind", ["transform", "classify"])
+def test_epochs_given_still_cap_a_budget(capsys, tmp_path, make_folder, kind):
+    data = make_folder(tmp_path / "data", per_class=4)
+    metrics, err = train(capsys, kind, data, tmp_path / "run", "--time-budget", 1000, "--epochs", 2)
+    assert "limits: 2 epochs or 1000 s" in err.splitlines()[0]
+    assert metrics["epochs"] == 2 and metrics["stopped_by"] == "epochs"
+
+
+def test_patience_given_still_stops_a_budgeted_transform_run_early(capsys, tmp_path, make_folder):
+    data = make_folder(tmp_path / "data", per_class=4)
+    metrics, err = train(capsys, "transform", data, tmp_path / "run", "--time-budget", 1000, "--patience", 1,
+                         "--min-delta", 1)
+    assert metrics["stopped_by"].startswith("early stopping") and metrics["epochs"] == 2
