@@ -1,32 +1,44 @@
-"""k-fold cross-validated hyperparameter search on Optuna.
+"""k-fold cross-validated hyperparameter search on Optuna, with successive halving.
 
-    cifarlab classify search --data DATA --folds 3 --workers 2                 # the report's 24-point grid
-    cifarlab classify search --grid "lr=0.1,0.2,0.4;label_smoothing=0,0.2"    # any grid (GridSampler)
+    cifarlab classify search --data DATA --folds 3 --workers 2                  # preset lr-wd: pruned
+    cifarlab classify search --data DATA --grid lr-wd-full                      # the same points, every one in full
+    cifarlab classify search --data DATA --grid report-adam                     # the report's 24-point Adam grid
+    cifarlab classify search --grid "lr=0.1,0.2,0.4;label_smoothing=0,0.2"     # any grid (GridSampler)
     cifarlab classify search --grid "lr=1e-3..1..log;weight_decay=0..1e-3" --trials 40   # ranges (TPE)
 
-A grid is ``name=v1,v2,...`` parts joined by ``;``; a part with one value fixes that setting
-(the default grid fixes ``optimizer=adam``, as the report's search did). Ranges are
-``low..high`` (``..log`` after them for a log scale). In values of ``augment`` write ``+``
-for the spec's commas: ``augment=crop:2+flip,none``.
+A grid is ``name=v1,v2,...`` parts joined by ``;``; a part with one value fixes that setting.
+Ranges are ``low..high`` (``..log`` after them for a log scale). In values of ``augment`` write
+``+`` for the spec's commas: ``augment=crop:2+flip,none``. ``--grid`` also takes a preset name
+(PRESETS). The default preset searches the recipe's own learning rate x weight decay, x1/4 to x2.
 
-Every trial trains the recipe with its settings once per fold and scores the held-out fold;
-its value is the mean accuracy (fold accuracies, std and time are kept as trial attributes).
-Workers are processes that share one Optuna study through its storage: a journal file in
-OUT by default, or ``--storage`` (``sqlite:///search.db``; ``postgresql://user:pw@host/db`` to
-join workers on several machines). Running the same command again resumes the study: finished
-trials are kept, trials of workers that died are marked failed and their settings run again.
+Every trial trains the recipe as the recipe trains (its optimizer, its schedule on the clock)
+with a budget per fold (--time-budget seconds, default 30; --epochs caps it). Why rungs: most
+settings of a grid are visibly worse long before the full budget, so a pruned search trains
+each setting on fold 1 with 1/9 of the budget, then 1/3, then in full, then on the other folds,
+and asks Optuna's pruner (successive halving or Hyperband) at each rung whether it is still in
+the top third of the settings that reached that rung. Intermediate values are reported at
+steps counted in ninths of one fold's budget: 1 (1/9), 3 (1/3), 9 (fold 1 in full), 9k (k folds
+in full, their mean). The trial's value is the mean accuracy over all folds.
+
+Workers are processes that share one Optuna study through its storage: a journal file in OUT
+by default, or ``--storage`` (``sqlite:///search.db``; ``postgresql://user:pw@host/db`` to join
+workers on several machines). A worker that dies leaves its trial RUNNING: with a database the
+others see its heartbeat stop and run the setting again (RetryFailedTrialCallback); with the
+journal the others see its process gone (same machine). Running the same command resumes.
 """
 from __future__ import annotations
 
 import hashlib
 import itertools
 import json
+import math
 import os
 import socket
 import statistics
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -38,10 +50,42 @@ from ..devices import resolve_device
 from ..errors import CifarlabError
 from .config import ClassifyConfig
 
-DEFAULT_GRID = "optimizer=adam;lr=0.001,0.002,0.0015,0.003;weight_decay=0,0.001,0.002,0.003,0.005,0.01"
-DEFAULT_EPOCHS = 2
+REPORT_GRID = "optimizer=adam;lr=0.001,0.002,0.0015,0.003;weight_decay=0,0.001,0.002,0.003,0.005,0.01"
+DEFAULT_TIME_BUDGET = 30.0          # seconds of training per trial and fold
+RUNGS = (1 / 9, 1 / 3)              # shares of the fold budget tried on fold 1 before the full budget
+REDUCTION = 3                       # each rung keeps the top third
+PRUNERS = ("halving", "hyperband", "none")
+HEARTBEAT_ENV = "CIFARLAB_SEARCH_HEARTBEAT"   # "INTERVAL[,GRACE]" seconds for database storages
 HOST = socket.gethostname()
-MAX_ROUNDS = 3
+POLL = 2.0                          # seconds between looks at trials other workers are running
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named search: its points (None: the recipe's lr x weight decay), pruner and budget."""
+    about: str
+    grid: str | None = None
+    pruner: str = "halving"
+    epochs: int | None = None
+    time_budget: float | None = DEFAULT_TIME_BUDGET
+
+
+PRESETS = {
+    "lr-wd": Preset("the recipe's lr x weight decay (x1/4, x1/2, x1, x2 each), successive halving"),
+    "lr-wd-full": Preset("the same 16 points, every one at the full budget on every fold", pruner="none"),
+    "report-adam": Preset("the report's grid: Adam, 4 lr x 6 weight decay, 2 epochs per fold, no pruning",
+                          grid=REPORT_GRID, pruner="none", epochs=2, time_budget=None),
+}
+DEFAULT_PRESET = "lr-wd"
+
+
+def recipe_grid(recipe: str) -> str:
+    """The recipe's own lr and weight decay times 1/4, 1/2, 1, 2 (powers of two keep the values short)."""
+    from .recipes import recipe_config
+    base = recipe_config(recipe)
+    wds = [base.weight_decay * f for f in (0.25, 0.5, 1, 2)] if base.weight_decay else [0, 1e-4, 1e-3, 1e-2]
+    return (f"lr={','.join(repr(base.lr * f) for f in (0.25, 0.5, 1, 2))};"
+            f"weight_decay={','.join(repr(w) for w in wds)}")
 
 
 @dataclass
@@ -57,10 +101,10 @@ class SearchSpec:
     recipe: str = "fast"
     data: str = "cifar10"
     data_root: str | None = None
-    grid: str | None = None
+    grid: str | None = None           # a grid, ranges, or a preset name; None: DEFAULT_PRESET
     folds: int = 3
-    epochs: int | None = None
-    time_budget: float | None = None
+    epochs: int | None = None         # None: the preset's (none under a time budget: the clock rules)
+    time_budget: float | None = None  # seconds per trial and fold; None: the preset's (30 s)
     trials: int = 30
     workers: int = 1
     storage: str | None = None
@@ -68,6 +112,7 @@ class SearchSpec:
     seed: int = 0
     device: str = "auto"
     out: str = "runs/search"
+    pruner: str | None = None         # halving | hyperband | none; None: the preset's (halving for grids)
 
     def validate(self) -> "SearchSpec":
         if self.folds < 2:
@@ -78,19 +123,52 @@ class SearchSpec:
             raise CifarlabError(f"--trials must be a positive integer, got {self.trials}")
         if self.epochs is not None and self.epochs < 1:
             raise CifarlabError(f"--epochs must be a positive integer, got {self.epochs}")
-        parse_grid(self.grid or DEFAULT_GRID)
+        if self.pruner is not None and self.pruner not in PRUNERS:
+            raise CifarlabError(f"unknown pruner {self.pruner!r}; valid: {', '.join(PRUNERS)}")
+        self.space()
         self.base_config()
         return self
 
+    def preset(self) -> Preset | None:
+        name = self.grid or DEFAULT_PRESET
+        if "=" in name:
+            return None
+        if name not in PRESETS:
+            raise CifarlabError(f"--grid {name!r} is neither a preset ({', '.join(PRESETS)}) nor a grid "
+                                f"like 'lr=0.1,0.2;weight_decay=0,5e-4'")
+        return PRESETS[name]
+
+    def grid_text(self) -> str:
+        preset = self.preset()
+        return self.grid if preset is None else preset.grid or recipe_grid(self.recipe)
+
+    def space(self) -> dict:
+        return parse_grid(self.grid_text())
+
+    def pruner_name(self) -> str:
+        preset = self.preset()
+        return self.pruner or (preset.pruner if preset else "halving")
+
     def base_config(self) -> ClassifyConfig:
+        """The recipe with this search's budget per trial and fold."""
         from .recipes import recipe_config
+        preset = self.preset() or Preset("")
+        given = self.epochs is not None or self.time_budget is not None
         return recipe_config(self.recipe, data=self.data, data_root=self.data_root, seed=self.seed,
-                             device=self.device, logger="none", epochs=self.epochs or DEFAULT_EPOCHS,
-                             time_budget=self.time_budget)
+                             device=self.device, logger="none", epochs=self.epochs if given else preset.epochs,
+                             time_budget=self.time_budget if given else preset.time_budget)
+
+    def settings(self) -> dict:
+        """What makes two searches the same study (stored with the study, compared on joining)."""
+        base = self.base_config()
+        space = {name: values if isinstance(values, list) else asdict(values)
+                 for name, values in self.space().items()}
+        return json.loads(json.dumps({"recipe": self.recipe, "space": space, "folds": self.folds,
+                                      "epochs": base.epochs, "time_budget": base.time_budget,
+                                      "pruner": self.pruner_name(), "seed": self.seed}))
 
     def default_study_name(self) -> str:
-        key = repr((self.recipe, self.data, self.grid or DEFAULT_GRID, self.folds, self.epochs, self.time_budget,
-                    self.seed))
+        key = json.dumps({**self.settings(), "data": self.data}, sort_keys=True)
         return f"cifarlab-{self.recipe}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
 
 
@@ -180,11 +258,26 @@ def fit_and_score(config: ClassifyConfig, train_set, val_set, device: torch.devi
     model.to(device)
     trainer = Trainer(config, model, train_set, device)
     try:
-        while trainer.epoch < config.epochs and not trainer.out_of_time:
+        while trainer.limits.epochs_left(trainer.epoch) and not trainer.out_of_time:
             trainer.train_epoch()
     except TrainingDiverged:
         return 0.0
+    except CifarlabError:
+        if not (trainer.epoch == 0 and trainer.out_of_time):
+            raise
+        # the budget ended inside the first epoch: an error for a training run, but a search rung
+        # is a short look by design, so score what the steps so far learned
     return evaluate(model, val_set.images, val_set.labels, device, channels_last=config.channels_last)["accuracy"]
+
+
+def rung_config(config: ClassifyConfig, share: float) -> ClassifyConfig:
+    """The fold budget cut to `share`: the clock, and the epoch cap if there is one (at least 1)."""
+    return replace(config, epochs=None if config.epochs is None else max(1, math.ceil(config.epochs * share)),
+                   time_budget=config.time_budget * share if config.time_budget else None)
+
+
+def is_duplicate(trial) -> bool:
+    return "duplicate_of" in trial.user_attrs
 
 
 class Objective:
@@ -192,6 +285,7 @@ class Objective:
         from .data import kfold_indices, load_labelled
         self.spec, self.space, self.quiet = spec, space, quiet
         self.base = spec.base_config()
+        self.pruned = spec.pruner_name() != "none"
         self.pool = load_labelled(spec.data, "train", spec.data_root)
         self.folds = kfold_indices(len(self.pool), spec.folds, spec.seed)
         self.device = resolve_device(spec.device)
@@ -206,178 +300,292 @@ class Objective:
                 params[name] = trial.suggest_categorical(name, values)
         return params
 
+    def rungs(self, config: ClassifyConfig) -> list[tuple[int, ClassifyConfig]]:
+        """(step, config) of the cut-down rungs on fold 1; a rung no cheaper than the next is skipped."""
+        if not self.pruned:
+            return []
+        ladder = [(round(share * 9), rung_config(config, share)) for share in RUNGS] + [(9, config)]
+        return [(step, c) for (step, c), (_, after) in zip(ladder, ladder[1:]) if c != after]
+
+    def score(self, config: ClassifyConfig, fold: int) -> float:
+        train_index, val_index = self.folds[fold]
+        return fit_and_score(config, self.pool.subset(train_index), self.pool.subset(val_index), self.device)
+
     def __call__(self, trial) -> float:
         params = self.suggest(trial)
         trial.set_user_attr("host", HOST)
         trial.set_user_attr("pid", os.getpid())
-        others = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-        done = [t for t in others if t.params == params and t.number != trial.number]
-        if done:  # two workers may draw the same grid point at the very end of a grid
-            raise optuna.TrialPruned(f"duplicate of trial {done[0].number}")
+        earlier = [t for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+                   if t.params == params and t.number < trial.number and not is_duplicate(t)]
+        if earlier:  # two workers drew the same grid point at once: the earlier trial runs it
+            trial.set_user_attr("duplicate_of", earlier[0].number)
+            raise optuna.TrialPruned(f"duplicate of trial {earlier[0].number}")
         config = replace(self.base, **params).validate()
-        started, accuracies = time.perf_counter(), []
-        for k, (train_index, val_index) in enumerate(self.folds):
-            accuracies.append(fit_and_score(config, self.pool.subset(train_index), self.pool.subset(val_index),
-                                            self.device))
-            trial.report(accuracies[-1], k)
-        seconds = time.perf_counter() - started
-        std = statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0
-        trial.set_user_attr("fold_accuracies", accuracies)
-        trial.set_user_attr("std", std)
-        trial.set_user_attr("seconds", seconds)
-        if not self.quiet:
-            shown = " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
-            print(f"trial {trial.number:3d}  {shown}  ->  {statistics.fmean(accuracies):.2%} ± {std:.2%} "
-                  f"({len(accuracies)} folds, {seconds:.0f}s, pid {os.getpid()})", file=sys.stderr, flush=True)
+        started, accuracies, last = time.perf_counter(), [], None
+        try:
+            for step, cut in self.rungs(config):
+                last = (step, self.score(cut, 0))
+                trial.report(last[1], step)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned at step {step}")
+            for k in range(len(self.folds)):
+                accuracies.append(self.score(config, k))
+                last = (9 * (k + 1), statistics.fmean(accuracies))
+                trial.report(last[1], last[0])
+                if k + 1 < len(self.folds) and self.pruned and trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned after {k + 1} fold(s)")
+        finally:
+            seconds = time.perf_counter() - started
+            trial.set_user_attr("fold_accuracies", accuracies)
+            trial.set_user_attr("seconds", seconds)
+            if not self.quiet and last is not None:
+                shown = " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+                result = (f"{last[1]:.2%} ({len(accuracies)} folds)" if len(accuracies) == len(self.folds)
+                          else f"pruned at step {last[0]} ({last[1]:.2%})")
+                print(f"trial {trial.number:3d}  {shown}  ->  {result}, {seconds:.0f}s, pid {os.getpid()}",
+                      file=sys.stderr, flush=True)
+        trial.set_user_attr("std", statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0)
         return statistics.fmean(accuracies)
 
 
-# ----------------------------------------------------------------------------- the study
+# ----------------------------------------------------------------------------- storage and study
+
+
+def heartbeat() -> tuple[int, int]:
+    """(interval, grace period) in seconds for database storages; tests set small ones."""
+    text = os.environ.get(HEARTBEAT_ENV, "30,120")
+    try:
+        values = [int(v) for v in text.split(",")]
+        interval, grace = values[0], values[1] if len(values) > 1 else 4 * values[0]
+        if len(values) > 2 or interval < 1 or grace <= interval:
+            raise ValueError
+    except ValueError:
+        raise CifarlabError(f"${HEARTBEAT_ENV} must be 'INTERVAL[,GRACE]' whole seconds with GRACE > INTERVAL, "
+                            f"got {text!r}") from None
+    return interval, grace
+
+
+def safe_url(url: str) -> str:
+    """The storage URL with its password hidden, for messages."""
+    from sqlalchemy.engine import make_url
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1] if "@" in url else url
+
+
+def retry_callback():
+    """Optuna's re-queueing of a dead worker's trial (at most twice); the class was renamed in 4.9."""
+    from optuna import storages
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = getattr(storages, "RetryHeartbeatStaleTrialCallback", None) or storages.RetryFailedTrialCallback
+        return retry(max_retry=2)
+
+
+def with_installed_driver(url: str) -> str:
+    """postgresql:// means psycopg 3 to SQLAlchemy 2.1 and psycopg2 to 2.0: name the one installed."""
+    import importlib.util
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None \
+            and importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2://" + url[len("postgresql://"):]
+    return url
 
 
 def make_storage(spec: SearchSpec):
-    from optuna.storages import JournalStorage, RDBStorage, RetryFailedTrialCallback
+    """A database URL (heartbeats find dead workers on any machine) or a journal file (one machine)."""
+    import inspect
+    from optuna.storages import JournalStorage, RDBStorage
     from optuna.storages.journal import JournalFileBackend
     target = spec.storage or str(Path(spec.out) / "study.journal")
-    if "://" in target:  # sqlite:///file.db, postgresql://...: heartbeats mark dead workers' trials failed
+    if "://" in target:
+        interval, grace = heartbeat()
+        engine = {"connect_args": {"connect_timeout": 10}} if target.startswith("postgresql") else None
+        callback = ("heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback"
+                    in inspect.signature(RDBStorage).parameters else "failed_trial_callback")  # renamed in 4.9
         try:
-            return RDBStorage(target, heartbeat_interval=30, grace_period=120,
-                              failed_trial_callback=RetryFailedTrialCallback(max_retry=2))
-        except (ImportError, ModuleNotFoundError) as e:
-            raise CifarlabError(f"--storage {target!r} needs a database driver that is not installed: {e}") from None
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(with_installed_driver(target), engine_kwargs=engine, heartbeat_interval=interval,
+                                  grace_period=grace, **{callback: retry_callback()})
+        except ImportError as e:
+            extra = " (pip install 'cifarlab[postgres]')" if target.startswith("postgresql") else ""
+            raise CifarlabError(f"--storage {safe_url(target)} needs a database driver that is not installed"
+                                f"{extra}: {e}") from None
         except Exception as e:
-            raise CifarlabError(f"cannot open --storage {target!r}: {str(e).splitlines()[0][:200]}") from None
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise CifarlabError(f"cannot open --storage {safe_url(target)}: {first}") from None
     Path(target).parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(target))
 
 
-def open_study(spec: SearchSpec, space: dict, retry: bool = False):
-    """A retry round runs queued (enqueue_trial) settings, which Optuna's GridSampler cannot take."""
+def make_pruner(name: str, folds: int):
+    if name == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=REDUCTION)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=9 * folds, reduction_factor=REDUCTION)
+    return optuna.pruners.NopPruner()
+
+
+def open_study(spec: SearchSpec, space: dict):
+    """Create or join the study; joining one made with other settings is refused, naming them."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if grid_points(space) is None:
-        sampler = optuna.samplers.TPESampler(seed=spec.seed)
-    elif retry:
-        sampler = optuna.samplers.RandomSampler(seed=spec.seed)
-    else:
-        sampler = optuna.samplers.GridSampler(space, seed=spec.seed)
-    return optuna.create_study(study_name=spec.study_name or spec.default_study_name(), storage=make_storage(spec),
-                               sampler=sampler, direction="maximize", load_if_exists=True)
+    sampler = (optuna.samplers.TPESampler(seed=spec.seed) if grid_points(space) is None
+               else optuna.samplers.GridSampler(space, seed=spec.seed))
+    name = spec.study_name or spec.default_study_name()
+    study = optuna.create_study(study_name=name, storage=make_storage(spec), sampler=sampler,
+                                pruner=make_pruner(spec.pruner_name(), spec.folds), direction="maximize",
+                                load_if_exists=True)
+    mine = spec.settings()
+    theirs = study.user_attrs.get("cifarlab_settings")
+    if theirs is None:
+        study.set_user_attr("cifarlab_settings", mine)
+    elif theirs != mine:
+        diff = "; ".join(f"{k} {json.dumps(theirs.get(k))} there, {json.dumps(mine[k])} here"
+                         for k in mine if theirs.get(k) != mine[k])
+        raise CifarlabError(f"study {name!r} exists with other settings ({diff}): use the same settings "
+                            f"or another --study-name")
+    return study
 
 
-def _pid_alive(pid) -> bool:
+# ----------------------------------------------------------------------------- workers
+
+
+def _worker_alive(pid) -> bool:
+    """The process exists and (where /proc tells) is a cifarlab process, not a reused pid."""
     try:
         os.kill(int(pid), 0)
     except (OSError, TypeError, ValueError):
         return False
-    return True
+    try:
+        return b"cifarlab" in Path(f"/proc/{int(pid)}/cmdline").read_bytes()
+    except OSError:
+        return True
 
 
-def fail_orphans(study) -> int:
-    """RUNNING trials of this host whose process is gone (a killed worker) become FAIL."""
-    count = 0
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if t.user_attrs.get("host") == HOST and not _pid_alive(t.user_attrs.get("pid")):
-            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-            count += 1
-    return count
+def _local(trial) -> bool:
+    return trial.user_attrs.get("host") == HOST and "pid" in trial.user_attrs
 
 
-def missing_points(study, points: list[dict]) -> list[dict]:
-    finished = [t.params for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-    return [p for p in points if p not in finished]
-
-
-def _stop_when_done(points, trials):
-    """Stop a worker once nothing is left for it to start (a grid point still running elsewhere is
-    that worker's job; if it dies, the next round of run_search runs the point again)."""
-
-    def callback(study, trial):
-        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if points is None:
-            if len(complete) >= trials:
-                study.stop()
-            return
-        running = [t.params for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
-        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-        if not waiting and all(p in running for p in missing_points(study, points)):
-            study.stop()
-    return callback
-
-
-def search_worker(spec_dict: dict, threads: int, quiet: bool, retry: bool = False) -> None:
-    """One worker process: join the study and run trials until the grid (or --trials) is done."""
-    torch.set_num_threads(threads)
-    spec = SearchSpec(**spec_dict)
-    space = parse_grid(spec.grid or DEFAULT_GRID)
-    study = open_study(spec, space, retry)
-    points = grid_points(space)
-    if points is not None and not missing_points(study, points):
+def recover_dead_trials(study) -> None:
+    """Trials of workers that died become FAIL and are queued again (at most twice). Databases
+    go by heartbeat (any machine); the journal by process id (this machine)."""
+    if isinstance(study._storage, optuna.storages.RDBStorage):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
         return
-    study.optimize(Objective(spec, space, quiet), callbacks=[_stop_when_done(points, spec.trials)],
-                   catch=(CifarlabError,))
+    retry = retry_callback()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if _local(t) and t.user_attrs["pid"] != os.getpid() and not _worker_alive(t.user_attrs["pid"]):
+            try:
+                study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # another worker took it over first
+            retry(study, study._storage.get_trial(t._trial_id))
+
+
+def requeue_failed(study, points: list[dict] | None) -> None:
+    """Resuming: grid points whose every trial failed (Ctrl-C, an error) are queued once more."""
+    trials = [t for t in study.get_trials(deepcopy=False) if not is_duplicate(t)]
+    for point in points or []:
+        tried = [t for t in trials if t.params == point]
+        if tried and all(t.state == TrialState.FAIL for t in tried):
+            study.enqueue_trial(point)
+
+
+def check_points(spec: SearchSpec, space: dict) -> None:
+    """Every grid point (or both ends of every range) makes a valid config: one line now, not a
+    failed trial per point later."""
+    base = spec.base_config()
+    points = grid_points(space) or [{n: v.low if isinstance(v, SearchRange) else v[0] for n, v in space.items()},
+                                    {n: v.high if isinstance(v, SearchRange) else v[-1] for n, v in space.items()}]
+    for point in points:
+        replace(base, **point).validate()
+
+
+def next_move(study, points: list[dict] | None, trials: int) -> str:
+    """'run' a trial, 'wait' for trials running elsewhere (they finish or are recovered), or 'stop'."""
+    everything = study.get_trials(deepcopy=False)
+    if any(t.state == TrialState.WAITING for t in everything):
+        return "run"
+    running = [t for t in everything if t.state == TrialState.RUNNING]
+    if points is None:
+        finished = [t for t in everything if t.state.is_finished() and not is_duplicate(t)]
+        if len(finished) + len(running) < trials:
+            return "run"
+    else:
+        started = [t.params for t in everything if t.state != TrialState.WAITING]
+        if any(p not in started for p in points):
+            return "run"
+    watchable = isinstance(study._storage, optuna.storages.RDBStorage) or all(_local(t) for t in running)
+    return "wait" if running and watchable else "stop"
+
+
+def work(spec: SearchSpec, quiet: bool) -> None:
+    """One worker: run trials until nothing is left to start, then wait for trials running
+    elsewhere, taking over those of workers that die."""
+    space = spec.space()
+    study = open_study(spec, space)
+    points = grid_points(space)
+    objective = None
+    while True:
+        recover_dead_trials(study)
+        move = next_move(study, points, spec.trials)
+        if move == "stop":
+            return
+        if move == "wait":
+            time.sleep(POLL)
+            continue
+        objective = objective or Objective(spec, space, quiet)
+        study.optimize(objective, n_trials=1, catch=(CifarlabError,))
+
+
+def search_worker(spec_dict: dict, threads: int, quiet: bool) -> None:
+    """A worker process started by run_search."""
+    torch.set_num_threads(threads)
+    work(SearchSpec(**spec_dict), quiet)
 
 
 def run_search(spec: SearchSpec, quiet: bool = False) -> Path:
-    """Run (or resume) the search with `spec.workers` local processes; returns report.md.
-
-    Rounds: workers run until nothing is left to start; settings whose trials failed or whose
-    worker died are then queued again and run in the next round."""
+    """Run (or resume, or join) the search with `spec.workers` local processes; returns report.md."""
     spec.validate()
-    space = parse_grid(spec.grid or DEFAULT_GRID)
-    points = grid_points(space)
+    space = spec.space()
+    check_points(spec, space)
     from .data import kfold_indices, load_labelled
     pool = load_labelled(spec.data, "train", spec.data_root)  # fails early and clearly, before any worker starts
     kfold_indices(len(pool), spec.folds, spec.seed)
     out = Path(spec.out)
     out.mkdir(parents=True, exist_ok=True)
     study = open_study(spec, space)
+    requeue_failed(study, grid_points(space))
     threads = max(1, (os.cpu_count() or 1) // spec.workers)
+    if not quiet:
+        print(f"search: study {study.study_name!r}, {spec.workers} worker(s) x {threads} thread(s), "
+              f"{len(grid_points(space) or []) or spec.trials} setting(s), {spec.folds} folds, "
+              f"pruner {spec.pruner_name()}", file=sys.stderr)
     started = time.perf_counter()
-    for _ in range(MAX_ROUNDS):
-        retry = False
-        orphans = fail_orphans(study)
-        if points is not None:
-            todo = missing_points(study, points)
-            if not todo:
-                break
-            waiting = [t.params for t in study.get_trials(deepcopy=False,
-                                                          states=(TrialState.WAITING,))]
-            retry = bool(orphans or study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
-            if retry:  # the grid sampler counts failed points as visited: queue them again explicitly
-                for params in todo:
-                    if params not in waiting:
-                        study.enqueue_trial(params)
-                study = open_study(spec, space, retry=True)
-        elif len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) >= spec.trials:
-            break
-        if not quiet:
-            print(f"search: study {study.study_name!r}, {spec.workers} worker(s) x {threads} thread(s), "
-                  f"{len(todo) if points is not None else spec.trials} setting(s) to run, {spec.folds} folds each",
-                  file=sys.stderr)
-        if spec.workers == 1:
-            torch.set_num_threads(threads)
-            study.optimize(Objective(spec, space, quiet), callbacks=[_stop_when_done(points, spec.trials)],
-                           catch=(CifarlabError,))
-        else:  # fresh interpreters (not fork: forking after torch's thread pools exist can hang)
-            spec_json = json.dumps(asdict(spec))
-            command = [sys.executable, "-m", "cifarlab.classify.search", spec_json, str(threads)]
-            command += ["--quiet"] * quiet + ["--retry"] * retry
-            env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-            workers = [subprocess.Popen(command, env=env) for _ in range(spec.workers)]
-            try:
-                codes = [w.wait() for w in workers]
-            finally:  # Ctrl-C or a kill of this process must not leave workers running unseen
-                for w in workers:
-                    if w.poll() is None:
-                        w.terminate()
-            dead = [c for c in codes if c]
-            if dead and not quiet:
-                print(f"search: {len(dead)} worker(s) exited abnormally (codes {dead}); the study stays "
-                      f"consistent and their unfinished settings run again", file=sys.stderr)
+    if spec.workers == 1:
+        torch.set_num_threads(threads)
+        work(spec, quiet)
+    else:  # fresh interpreters (not fork: forking after torch's thread pools exist can hang)
+        command = [sys.executable, "-m", "cifarlab.classify.search", json.dumps(asdict(spec)), str(threads)]
+        command += ["--quiet"] * quiet
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        workers = [subprocess.Popen(command, env=env) for _ in range(spec.workers)]
+        try:
+            codes = [w.wait() for w in workers]
+        finally:  # Ctrl-C or a kill of this process must not leave workers running unseen
+            for w in workers:
+                if w.poll() is None:
+                    w.terminate()
+        dead = [c for c in codes if c]
+        if dead and not quiet:
+            print(f"search: {len(dead)} worker(s) exited abnormally (codes {dead}); the study stays consistent "
+                  f"and their unfinished settings run again on the next run", file=sys.stderr)
     from .search_report import write_search_report
     return write_search_report(study, space, spec, out, time.perf_counter() - started)
 
 
-
 if __name__ == "__main__":  # a worker process started by run_search: SPEC_JSON THREADS [--quiet]
-    search_worker(json.loads(sys.argv[1]), int(sys.argv[2]), "--quiet" in sys.argv[3:], "--retry" in sys.argv[3:])
+    search_worker(json.loads(sys.argv[1]), int(sys.argv[2]), "--quiet" in sys.argv[3:])

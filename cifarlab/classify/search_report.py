@@ -22,9 +22,11 @@ def trial_rows(study) -> list[dict]:
     rows = []
     for t in study.get_trials(deepcopy=False):
         folds = t.user_attrs.get("fold_accuracies", [])
-        rows.append({"number": t.number, "state": t.state.name, **t.params,
+        state = "DUPLICATE" if "duplicate_of" in t.user_attrs else t.state.name
+        rows.append({"number": t.number, "state": state, **t.params,
                      "mean": t.value if t.state == TrialState.COMPLETE else None,
-                     "std": t.user_attrs.get("std"), "folds": folds, "seconds": t.user_attrs.get("seconds")})
+                     "std": t.user_attrs.get("std"), "folds": folds, "seconds": t.user_attrs.get("seconds"),
+                     "steps": dict(sorted(t.intermediate_values.items()))})
     return rows
 
 
@@ -63,27 +65,43 @@ def heatmap(rows: list[dict], space: dict, path) -> bool:
     return True
 
 
+def budget_text(spec) -> str:
+    """'30 s of training per trial and fold; successive halving (...)'."""
+    limits = spec.base_config().limits()
+    budget = (f"{limits.time_budget:g} s" + (f" (at most {limits.epochs} epochs)" if limits.epochs else "")
+              if limits.time_budget else f"{limits.epochs} epoch(s)")
+    pruner = {"halving": "; successive halving (1/9, 1/3, full on fold 1, then the other folds)",
+              "hyperband": "; Hyperband over 1/9, 1/3, full on fold 1, then the other folds",
+              "none": "; no pruning"}[spec.pruner_name()]
+    return f"{budget} of training per trial and fold{pruner}"
+
+
+def _steps(steps: dict) -> str:
+    """Intermediate values by step (ninths of one fold's budget): '1: 31.2%, 3: 40.0%'."""
+    return ", ".join(f"{step}: {value:.1%}" for step, value in steps.items())
+
+
 def write_search_report(study, space: dict, spec, out: Path, seconds: float) -> Path:
     rows = trial_rows(study)
     names = list(space)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["number", "state", *names, "mean_accuracy", "std", "fold_accuracies", "seconds"])
+    writer.writerow(["number", "state", *names, "mean_accuracy", "std", "fold_accuracies", "seconds",
+                     "intermediate"])
     for r in rows:
         writer.writerow([r["number"], r["state"], *[r.get(n) for n in names], r["mean"], r["std"],
-                         " ".join(f"{a:.4f}" for a in r["folds"]), r["seconds"]])
+                         " ".join(f"{a:.4f}" for a in r["folds"]), r["seconds"],
+                         " ".join(f"{k}:{v:.4f}" for k, v in r["steps"].items())])
     write_text(out / "trials.csv", buffer.getvalue())
 
     complete = sorted((r for r in rows if r["mean"] is not None), key=lambda r: -r["mean"])
     has_heatmap = heatmap(rows, space, out / "heatmap.png")
-    base = spec.base_config()
+    count = {state: sum(r["state"] == state for r in rows)
+             for state in ("COMPLETE", "PRUNED", "DUPLICATE", "FAIL", "RUNNING", "WAITING")}
     lines = [f"# cifarlab classify search: recipe `{spec.recipe}`, {spec.folds}-fold cross-validation", "",
-             f"Data: `{spec.data}`; {base.epochs} epoch(s) per trial and fold"
-             + (f", at most {spec.time_budget:g} s" if spec.time_budget else "")
-             + f"; study `{study.study_name}`; {len(complete)} complete, "
-             f"{sum(r['state'] == 'FAIL' for r in rows)} failed, {sum(r['state'] == 'PRUNED' for r in rows)} "
-             f"duplicate, {sum(r['state'] == 'RUNNING' for r in rows)} running trial(s); this invocation "
-             f"{seconds:.0f} s with {spec.workers} worker(s).", ""]
+             f"Data: `{spec.data}`; {budget_text(spec)}; study `{study.study_name}`; "
+             + ", ".join(f"{n} {state.lower()}" for state, n in count.items() if n)
+             + f" trial(s); this invocation {seconds:.0f} s with {spec.workers} worker(s).", ""]
     if complete:
         best = complete[0]
         settings = ", ".join(f"{n}={_fmt(best[n])}" for n in names)
@@ -92,12 +110,14 @@ def write_search_report(study, space: dict, spec, out: Path, seconds: float) -> 
                   f"Train it: `cifarlab classify train --recipe {spec.recipe} --data {spec.data} {flags}`", ""]
         write_json(out / "best.json", {"params": {n: best[n] for n in names}, "mean_accuracy": best["mean"],
                                        "std": best["std"], "trial": best["number"], "recipe": spec.recipe})
-    lines += ["| trial | " + " | ".join(names) + " | accuracy (mean ± std) | folds | seconds |",
-              "|---|" + "---|" * len(names) + "---|---|---|"]
-    for r in complete:
+    lines += ["| trial | " + " | ".join(names) + " | state | accuracy (mean ± std) | folds | seconds | "
+              "intermediate (step: accuracy) |", "|---|" + "---|" * len(names) + "---|---|---|---|---|"]
+    pruned = sorted((r for r in rows if r["state"] == "PRUNED"), key=lambda r: (-max(r["steps"], default=0), r["number"]))
+    for r in complete + pruned:
+        accuracy = f"{r['mean']:.2%} ± {r['std']:.2%}" if r["mean"] is not None else "—"
         lines.append(f"| {r['number']} | " + " | ".join(_fmt(r[n]) for n in names)
-                     + f" | {r['mean']:.2%} ± {r['std']:.2%} | " + " ".join(f"{a:.1%}" for a in r["folds"])
-                     + f" | {r['seconds']:.0f} |")
+                     + f" | {r['state'].lower()} | {accuracy} | " + " ".join(f"{a:.1%}" for a in r["folds"])
+                     + f" | {r['seconds'] or 0:.0f} | {_steps(r['steps'])} |")
     if has_heatmap:
         lines += ["", "![heatmap](heatmap.png)"]
     lines.append("")

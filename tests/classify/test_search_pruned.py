@@ -1,0 +1,110 @@
+"""The pruned (successive halving / Hyperband) search, and the search's answers to bad input."""
+import csv
+from dataclasses import replace
+
+import pytest
+from optuna.trial import TrialState
+
+import cifarlab.cli
+from cifarlab.classify.search import (HEARTBEAT_ENV, Objective, SearchSpec, grid_points, heartbeat, open_study,
+                                      run_search)
+from cifarlab.errors import CifarlabError
+
+# lr 1e-6 cannot learn the tinted classes in 9 epochs; lr 3e-3 learns them: the pruner has something to prune
+GRID = "lr=1e-6,2e-6,4e-6,8e-6,0.003,0.004;batch_size=8"
+
+
+def search(folder, tmp_path, **given):
+    spec = SearchSpec(**{**dict(recipe="baseline", data=str(folder), grid=GRID, folds=2, epochs=9,
+                                out=str(tmp_path / "search")), **given})
+    run_search(spec, quiet=True)
+    study = open_study(spec, spec.space())
+    return spec, study.get_trials(), list(csv.DictReader(open(tmp_path / "search" / "trials.csv")))
+
+
+@pytest.mark.parametrize("pruner", ["halving", "hyperband"])
+def test_pruned_search_settles_every_point_once_and_keeps_the_learning_ones(make_folder, tmp_path, pruner):
+    _, trials, rows = search(make_folder(tmp_path / "data"), tmp_path, pruner=pruner)
+    states = [t.state for t in trials]
+    assert TrialState.FAIL not in states and TrialState.RUNNING not in states
+    assert sorted(t.params["lr"] for t in trials) == [1e-6, 2e-6, 4e-6, 8e-6, 0.003, 0.004]  # each point once
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    best = max(complete, key=lambda t: t.value)
+    assert best.params["lr"] >= 0.003 and best.value > 0.9
+    assert sorted(best.intermediate_values) == [1, 3, 9, 18]  # 1/9 and 1/3 of the budget, then each fold
+    if pruner == "halving":  # hyperband may put every trial in a bracket that starts late; halving must prune
+        assert states.count(TrialState.PRUNED) >= 2
+    for t in trials:
+        if t.state == TrialState.PRUNED:
+            assert t.intermediate_values and "duplicate_of" not in t.user_attrs
+            assert max(t.intermediate_values) < 18  # stopped before the last fold
+    assert {r["state"] for r in rows} <= {"COMPLETE", "PRUNED"} and len(rows) == 6
+
+
+def test_rungs_cut_the_budget_and_skip_rungs_that_save_nothing(make_folder, tmp_path):
+    spec = SearchSpec(recipe="fast", data=str(make_folder(tmp_path / "data")), folds=2, time_budget=30)
+    objective = Objective(spec, spec.space(), quiet=True)
+    config = objective.base
+    rungs = [(step, c.time_budget, c.epochs) for step, c in objective.rungs(config)]
+    assert rungs == [(1, pytest.approx(30 / 9), None), (3, pytest.approx(10), None)]  # the clock alone
+    capped = replace(config, epochs=20)
+    assert [(c.time_budget, c.epochs) for _, c in objective.rungs(capped)] == [(pytest.approx(30 / 9), 3),
+                                                                               (pytest.approx(10), 7)]
+    one_epoch = replace(config, time_budget=None, epochs=1)
+    assert objective.rungs(one_epoch) == []
+    objective.pruned = False
+    assert objective.rungs(config) == []
+
+
+def test_a_budget_too_small_for_one_epoch_still_scores_every_point(make_folder, tmp_path):
+    _, trials, _ = search(make_folder(tmp_path / "data"), tmp_path, grid="lr=0.001,0.003;batch_size=8",
+                          epochs=1000, time_budget=1e-4)
+    assert [t.state for t in trials].count(TrialState.FAIL) == 0
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) and len(trials) == 2
+
+
+def test_joining_a_study_made_with_other_settings_names_the_study_and_the_conflict(make_folder, tmp_path):
+    folder = make_folder(tmp_path / "data")
+    spec = SearchSpec(recipe="baseline", data=str(folder), grid="lr=0.001;batch_size=8", folds=2, epochs=1,
+                      study_name="shared", out=str(tmp_path / "s"))
+    run_search(spec, quiet=True)
+    for change, expected in [(dict(folds=3), "folds 2 there, 3 here"),
+                             (dict(grid="lr=0.002;batch_size=8"), "space"),
+                             (dict(recipe="seed004"), 'recipe "baseline" there, "seed004" here')]:
+        with pytest.raises(CifarlabError) as e:
+            run_search(replace(spec, **change), quiet=True)
+        message = str(e.value)
+        assert "study 'shared' exists with other settings" in message and expected in message
+        assert "\n" not in message
+
+
+def run(capsys, *args):
+    code = cifarlab.cli.main(list(args))
+    err = capsys.readouterr().err.strip().splitlines()
+    return code, err[-1] if err else ""
+
+
+def test_unreachable_storage_is_one_line_naming_the_url_without_its_password(capsys, tiny_folder, tmp_path):
+    url = "postgresql://cifarlab:s3cret@127.0.0.1:1/optuna"  # port 1: nothing listens there
+    code, line = run(capsys, "classify", "search", "--data", str(tiny_folder), "--storage", url,
+                     "--out", str(tmp_path / "s"))
+    assert code == 2 and line.startswith("error: ") and "127.0.0.1:1/optuna" in line and "s3cret" not in line
+    code, line = run(capsys, "classify", "search", "--data", str(tiny_folder), "--out", str(tmp_path / "s"),
+                     "--storage", f"sqlite:///{tmp_path}/no/such/folder/search.db")
+    assert code == 2 and "cannot open --storage sqlite:///" in line
+
+
+def test_unknown_preset_and_bad_heartbeat_are_refused(capsys, tiny_folder, tmp_path, monkeypatch):
+    code, line = run(capsys, "classify", "search", "--data", str(tiny_folder), "--grid", "lr-wd-huge",
+                     "--out", str(tmp_path / "s"))
+    assert code == 2 and "'lr-wd-huge' is neither a preset (lr-wd, lr-wd-full, report-adam)" in line
+    monkeypatch.setenv(HEARTBEAT_ENV, "5,2")
+    with pytest.raises(CifarlabError, match="GRACE > INTERVAL"):
+        heartbeat()
+    monkeypatch.setenv(HEARTBEAT_ENV, "2")
+    assert heartbeat() == (2, 8)
+
+
+def test_presets_are_grids_of_known_size():
+    assert len(grid_points(SearchSpec(grid="lr-wd").space())) == 16
+    assert len(grid_points(SearchSpec(grid="report-adam").space())) == 24
