@@ -9,10 +9,10 @@ Values: images scaled 0-255 but stored as float, or normalised ones (negative va
 the common mistakes, and they pass every shape check. The classifier checks the value range
 of every float batch on the CPU (next to its convolutions the check is free). For the
 transform network the range is a documented contract: its forward pass costs about a
-memory copy of the input, and even a check of one image per call (`range_check = "first"`)
-cost 20-30 µs a call on this project's 2-core CPU, 35-50% of the whole call at batch 1 and
-15-30% at batch 64 (`cifarlab transform bench`, variant `checked`, states it each run), which
-would break the benchmark's goals. Set `net.range_check = "first"` (or "full") to have it
+memory copy of the input, and even a check of the first image of each call
+(`range_check = "first"`) added 16% at batch 1, 6% at batch 64 and 4% at batch 1024 in a
+`cifarlab transform bench` run on this project's 2-core CPU (variant `checked` states it each
+run); the speed is what this network is for. Set `net.range_check = "first"` (or "full") to have it
 checked. A small overshoot (resampling ringing) is allowed. On a GPU the range is never
 checked: a check there would stall the device on every call.
 """

@@ -50,6 +50,8 @@ def create_model(name: str, task: str = "transform", **kwargs) -> nn.Module:
         return builder(**kwargs)
     except (ValueError, TypeError) as e:
         raise CifarlabError(f"cannot build model {name!r}: {e}") from None
+    except (RuntimeError, MemoryError) as e:  # sizes no machine holds (a damaged or crafted checkpoint)
+        raise CifarlabError(f"cannot build model {name!r} with {kwargs}: {str(e).splitlines()[0][:200]}") from None
 
 
 def _check_option(model: str, key: str, value, default) -> None:
