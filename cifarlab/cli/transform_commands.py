@@ -197,3 +197,25 @@ def compare_command(data, data_root, pipeline, models, time_budget, epochs, seed
     path = compare_models(names, data=data, data_root=data_root, pipeline=pipeline, time_budget=time_budget,
                           epochs=epochs, seed=seed, device=device, out=Path(out))
     click.echo(path.read_text())
+
+
+@transform.command("survey")
+@data_options
+@click.option("--time-budget", type=float, default=300, show_default=True, help="Seconds of training per pipeline.")
+@click.option("--steps", default="all", show_default=True, help="Registry steps to survey (comma-separated), or all.")
+@click.option("--chains/--no-chains", default=True, show_default=True,
+              help="Also survey the two- and three-step chains of hard steps.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out", default=None, help="A new folder, or an interrupted survey to resume "
+                                          "[default: runs/<timestamp>-survey].")
+@click.option("--quiet", is_flag=True, help="No progress lines.")
+def survey_command(data, data_root, time_budget, steps, chains, seed, device, out, quiet):
+    """How well the default model learns each registry step (and chains of hard steps): one
+    budgeted run per pipeline; writes survey.md, survey.json and survey.png."""
+    from datetime import datetime
+
+    from ..transform.survey import run_survey
+    out = out or f"runs/{datetime.now():%Y%m%d-%H%M%S}-survey"
+    path = run_survey(data, out, time_budget, steps, chains, seed, device, data_root, quiet)
+    click.echo(path.read_text())

@@ -1,0 +1,206 @@
+"""Which steps a network learns well: one run per registered step, and per chain of hard steps.
+
+    cifarlab transform survey --data ../shared/data/cifar10-train-subset --time-budget 300
+
+Each step of the registry goes first, with the typical arguments of `STEP_ARGUMENTS`, in front of
+the default pipeline (`resize:28x28,grayscale,hflip,vflip`), and the default model trains on it
+for one budget (the clock is the limit: `training.budget`). `CHAINS` are two- and three-step
+chains of the hard steps. The survey writes, into one folder:
+
+- `runs/<n>-<slug>/`: every run folder (model, metrics, samples, report);
+- `survey.json`: the rows, rewritten atomically after each run;
+- `survey.md`: both tables (step, arguments, linear or not, parameters, PSNR, SSIM,
+  cos ≥ 0.95, time, and for linear pipelines the exact operator's PSNR);
+- `survey.png`: one row of held-out samples (input, ground truth, model) per pipeline.
+
+An interrupted survey keeps its finished rows: the same command again skips them, resumes the
+run that was cut off, and goes on with the rest.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import CifarlabError
+from ..evaluation import fidelity, predict
+from ..evaluation.format import db
+from ..io import read_json, torch_save, write_json, write_text
+from ..pipeline import DEFAULT_PIPELINE, Pipeline
+from ..pipeline.steps import STEPS
+from ..runs import RunFolder
+from .config import TransformConfig
+from .loop import train
+
+# step -> the arguments it is surveyed with (typical values a user would pick)
+STEP_ARGUMENTS = {
+    "resize": "24x24", "center_crop": "24x24", "pad": "4:reflect", "grayscale": "3", "hflip": "", "vflip": "",
+    "rotate": "30", "gaussian_blur": "5:1.0", "adjust_brightness": "1.3", "adjust_contrast": "1.4",
+    "adjust_saturation": "1.6", "adjust_sharpness": "2.0", "adjust_hue": "0.1", "adjust_gamma": "0.7",
+    "invert": "", "autocontrast": "", "solarize": "0.5", "normalize": "0.5:0.25",
+}
+# two- and three-step chains of the steps that are hard to learn
+CHAINS = (
+    "autocontrast,adjust_saturation:1.6",
+    "adjust_hue:0.1,adjust_sharpness:2.0",
+    "rotate:30:bilinear,adjust_gamma:0.7",
+    "gaussian_blur:5:1.0,adjust_contrast:1.4",
+    "solarize:0.5,gaussian_blur:5:1.0",
+    "adjust_sharpness:2.0,autocontrast",
+    "autocontrast,adjust_hue:0.1,gaussian_blur:5:1.0",
+    "rotate:30:bilinear,adjust_sharpness:2.0,adjust_gamma:0.7",
+)
+
+
+@dataclass(frozen=True)
+class SurveyItem:
+    table: str      # "steps" or "chains"
+    name: str       # the step's name, or the chain
+    head: str       # the steps in front of the default pipeline
+
+    @property
+    def pipeline(self) -> str:
+        return f"{self.head},{DEFAULT_PIPELINE}"
+
+    @property
+    def arguments(self) -> str:
+        return self.head.partition(":")[2] if self.table == "steps" else ""
+
+
+def survey_items(steps: str = "all", chains: bool = True) -> list[SurveyItem]:
+    names = sorted(STEPS) if steps == "all" else [s.strip() for s in steps.split(",") if s.strip()]
+    unknown = [n for n in names if n not in STEPS]
+    if unknown or not names:
+        raise CifarlabError(f"unknown step(s) {', '.join(unknown) or '(none)'} for --steps; valid: "
+                            f"all or some of {', '.join(sorted(STEPS))}")
+    items = [SurveyItem("steps", n, f"{n}:{STEP_ARGUMENTS[n]}" if STEP_ARGUMENTS.get(n) else n) for n in names]
+    items += [SurveyItem("chains", c, c) for c in CHAINS] if chains else []
+    for item in items:
+        Pipeline.parse(item.pipeline)  # every pipeline is checked before anything trains
+    return items
+
+
+def exact_psnr(pipeline: Pipeline, inputs: torch.Tensor, targets: torch.Tensor) -> float | None:
+    """PSNR of the pipeline's probed affine operator on the held-out images, or None when the
+    pipeline is not linear."""
+    from ..models.exact import probe_operator
+    if not pipeline.is_linear(tuple(inputs.shape[1:])):
+        return None
+    a, b = probe_operator(pipeline, tuple(inputs.shape[1:]))
+    out = (inputs.double().flatten(1) @ a.t() + b.flatten()).view_as(targets)
+    return fidelity(out.float(), targets)["psnr"]
+
+
+def _row(item: SurveyItem, run_dir: Path) -> dict:
+    from .. import load
+    from .data import prepare_data
+    metrics = read_json(run_dir / "metrics.json")
+    config = TransformConfig.from_dict(read_json(run_dir / "config.json"), str(run_dir / "config.json"))
+    data = prepare_data(config.data, Pipeline.parse(config.pipeline), config.data_root, config.val_fraction,
+                        config.seed)
+    x_val, y_val = data.split("val")
+    samples = {"input": x_val[:3], "truth": y_val[:3], "model": predict(load(run_dir), x_val[:3])}
+    torch_save(samples, run_dir / "survey-samples.pt")
+    return {"table": item.table, "name": item.name, "arguments": item.arguments, "pipeline": item.pipeline,
+            "linear": bool(metrics["pipeline_is_linear"]), "parameters": metrics["parameters"],
+            "psnr": float(metrics["psnr"]), "ssim": metrics["ssim"], "cosine_accuracy": metrics["cosine_accuracy"],
+            "seconds": metrics["train_seconds"], "epochs": metrics["epochs"],
+            "exact_psnr": exact_psnr(data.pipeline, x_val, y_val), "run": run_dir.name}
+
+
+def run_survey(data: str, out, time_budget: float, steps: str = "all", chains: bool = True, seed: int = 0,
+               device: str = "auto", data_root: str | None = None, quiet: bool = False) -> Path:
+    """Train one run per survey item (see the module docstring); returns survey.md."""
+    if time_budget <= 0:
+        raise CifarlabError(f"--time-budget must be a positive number of seconds, got {time_budget}")
+    items = survey_items(steps, chains)
+    out = Path(out)
+    state_path = out / "survey.json"
+    settings = {"data": data, "time_budget": time_budget, "seed": seed, "device": device}
+    with (RunFolder.open(out, "resume the survey in") if state_path.exists() else RunFolder.create(out)):
+        state = read_json(state_path) if state_path.exists() else {"settings": settings, "rows": []}
+        if state.get("settings") != settings:
+            raise CifarlabError(f"{str(out)!r} holds a survey with other settings ({state.get('settings')}); "
+                                f"choose another --out")
+        done = {(r["table"], r["name"]) for r in state["rows"]}
+        for number, item in enumerate(items):
+            if (item.table, item.name) in done:
+                continue
+            run_dir = out / "runs" / f"{number:02d}-{_slug(item.name)}"
+            if not quiet:
+                print(f"survey {number + 1}/{len(items)}: {item.pipeline}", file=sys.stderr, flush=True)
+            finished = (run_dir / "metrics.json").exists() and \
+                read_json(run_dir / "metrics.json").get("stopped_by") != "interrupted"
+            if not finished:
+                if (run_dir / "last.pt").exists():
+                    train(None, resume=str(run_dir), quiet=True)
+                else:
+                    if run_dir.exists():  # made but saved nothing before it was cut off
+                        RunFolder.open(run_dir).abandon()
+                    config = TransformConfig(data=data, data_root=data_root, pipeline=item.pipeline,
+                                             time_budget=time_budget, seed=seed, device=device, logger="none")
+                    try:
+                        train(config.validate(), out=str(run_dir), quiet=True)
+                    except CifarlabError as e:
+                        state["rows"].append({"table": item.table, "name": item.name, "arguments": item.arguments,
+                                              "pipeline": item.pipeline, "error": str(e)})
+                        write_json(state_path, state)
+                        continue
+            state["rows"].append(_row(item, run_dir))
+            write_json(state_path, state)
+        write_outputs(out, state)
+    return out / "survey.md"
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text)[:60].strip("-")
+
+
+def write_outputs(out: Path, state: dict) -> None:
+    settings = state["settings"]
+    header = ("| {first} | arguments | linear | parameters | PSNR | SSIM | cos ≥ 0.95 | time / epochs | exact operator |\n"
+              "|---|---|---|---|---|---|---|---|---|")
+    lines = [f"# Learnability survey", "",
+             f"Each step goes first, in front of the default pipeline `{DEFAULT_PIPELINE}`; the default model "
+             f"trains {settings['time_budget']:g} s on `{settings['data']}` (seed {settings['seed']}); metrics on "
+             f"the held-out images. Exact operator: the PSNR of the pipeline's probed affine operator, where the "
+             f"pipeline is linear.", ""]
+    for table, first in (("steps", "step"), ("chains", "chain")):
+        rows = [r for r in state["rows"] if r["table"] == table]
+        if not rows:
+            continue
+        lines += [f"## {'One step' if table == 'steps' else 'Chains of hard steps'}", "",
+                  header.format(first=first)]
+        for r in rows:
+            if "error" in r:
+                lines.append(f"| `{r['name']}` | {r['arguments'] or '—'} | — | — | — | — | — | — | {r['error']} |")
+                continue
+            exact = db(r["exact_psnr"]) if r["exact_psnr"] is not None else "—"
+            lines.append(f"| `{r['name']}` | {r['arguments'] or '—'} | {'yes' if r['linear'] else 'no'} | "
+                         f"{r['parameters']:,} | {db(r['psnr'])} | {r['ssim']:.4f} | {r['cosine_accuracy']:.1%} | "
+                         f"{r['seconds']:.0f} s / {r['epochs']} | {exact} |")
+        lines.append("")
+    lines += ["![samples](survey.png)", ""]
+    write_text(out / "survey.md", "\n".join(lines))
+    samples_grid(out, [r for r in state["rows"] if "error" not in r])
+
+
+def samples_grid(out: Path, rows: list[dict]) -> None:
+    """One row per pipeline: three held-out images as input / ground truth / model."""
+    from ..io import save_figure
+    from ..report.plots import _show, plt
+    if not rows:
+        return
+    fig, axes = plt.subplots(len(rows), 9, figsize=(9 * 0.9, len(rows) * 0.95 + 0.3), squeeze=False)
+    for i, r in enumerate(rows):
+        samples = torch.load(out / "runs" / r["run"] / "survey-samples.pt", weights_only=True)
+        for j in range(3):
+            for k, kind in enumerate(("input", "truth", "model")):
+                if j < len(samples[kind]):
+                    _show(axes[i][3 * j + k], samples[kind][j], kind if i == 0 else None)
+        axes[i][0].set_ylabel(r["name"][:18], fontsize=6, rotation=0, ha="right", va="center")
+    fig.tight_layout()
+    save_figure(fig, out / "survey.png")
+    plt.close(fig)

@@ -1,0 +1,45 @@
+"""The learnability survey, in a smoke size: well-formed tables and picture, and resume."""
+import json
+
+import pytest
+
+from cifarlab.errors import CifarlabError
+from cifarlab.pipeline.steps import STEPS
+from cifarlab.transform.survey import STEP_ARGUMENTS, run_survey, survey_items
+
+
+def test_every_registered_step_has_survey_arguments_and_every_pipeline_parses():
+    assert set(STEP_ARGUMENTS) == set(STEPS)
+    items = survey_items()
+    assert len([i for i in items if i.table == "steps"]) == len(STEPS)
+    assert all(i.pipeline.endswith("resize:28x28,grayscale,hflip,vflip") for i in items)
+    with pytest.raises(CifarlabError, match="unknown step"):
+        survey_items("blur")
+
+
+def test_a_two_step_survey_writes_tables_and_picture_and_resumes(tmp_path, make_folder):
+    data = make_folder(tmp_path / "data", per_class=6)
+    out = tmp_path / "survey"
+    report = run_survey(str(data), out, time_budget=1.5, steps="hflip,adjust_gamma", chains=False, quiet=True)
+    text = report.read_text()
+    table = [line for line in text.splitlines() if line.startswith("| `")]
+    assert [line.split("|")[1].strip() for line in table] == ["`hflip`", "`adjust_gamma`"]   # in the order given
+    hflip, gamma = json.loads((out / "survey.json").read_text())["rows"]
+    assert (gamma["linear"], hflip["linear"]) == (False, True)
+    assert hflip["exact_psnr"] > 100 and gamma["exact_psnr"] is None
+    assert 0 < gamma["psnr"] and 0 <= hflip["ssim"] <= 1 and hflip["seconds"] >= 1.5
+    assert (out / "survey.png").stat().st_size > 0
+
+    # cut off during the second run: its row and its metrics are gone; a re-run redoes only that one
+    state = json.loads((out / "survey.json").read_text())
+    state["rows"] = state["rows"][:1]
+    (out / "survey.json").write_text(json.dumps(state))
+    (out / "runs" / "01-adjust-gamma" / "metrics.json").unlink()
+    first_model = (out / "runs" / "00-hflip" / "model.pt").read_bytes()
+    run_survey(str(data), out, time_budget=1.5, steps="hflip,adjust_gamma", chains=False, quiet=True)
+    rows = json.loads((out / "survey.json").read_text())["rows"]
+    assert [r["name"] for r in rows] == ["hflip", "adjust_gamma"]
+    assert (out / "runs" / "00-hflip" / "model.pt").read_bytes() == first_model
+
+    with pytest.raises(CifarlabError, match="other settings"):
+        run_survey(str(data), out, time_budget=3, steps="hflip", chains=False, quiet=True)
