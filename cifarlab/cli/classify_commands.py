@@ -193,6 +193,18 @@ def align_labels(labels, data_classes, model_classes):
     return mapping[labels]
 
 
+@classify.command("export")
+@click.argument("run_dir")
+@click.option("--format", "fmt", type=click.Choice(["pt2", "onnx"]), default="onnx", show_default=True,
+              help="onnx: ONNX (checked in onnxruntime: same top-1, logits within 1e-4); pt2: torch.export.")
+@click.option("--out", default=None, help="Output file [default: RUN_DIR/model.onnx or RUN_DIR/model.pt2].")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output file (never the run's own files).")
+def export_command(run_dir, fmt, out, overwrite):
+    """Write the classifier (normalisation and TTA inside) as ONNX or a torch.export program."""
+    from .transform_commands import echo_export
+    echo_export(run_dir, fmt, out, overwrite)
+
+
 @classify.command("predict")
 @click.argument("run_dir")
 @click.argument("images", nargs=-1, required=True)

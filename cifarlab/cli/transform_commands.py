@@ -144,19 +144,25 @@ def eval_command(run_dir, data, data_root, split, device):
 
 @transform.command("export")
 @click.argument("run_dir")
-@click.option("--out", default=None, help="Output file [default: RUN_DIR/model.pt2].")
+@click.option("--format", "fmt", type=click.Choice(["pt2", "onnx"]), default="pt2", show_default=True,
+              help="pt2: a torch.export program; onnx: ONNX (checked in onnxruntime against the model).")
+@click.option("--out", default=None, help="Output file [default: RUN_DIR/model.pt2 or RUN_DIR/model.onnx].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output file (never the run's own "
                                                 "model.pt, last.pt or config.json).")
-def export_command(run_dir, out, overwrite):
-    """Write the torch.export program (model.pt2) that plain PyTorch loads."""
-    from ..export import UNTRUSTED_PT2, export_target
-    from ..transform.artifact import build_from_checkpoint, export_program, read_checkpoint
+def export_command(run_dir, fmt, out, overwrite):
+    """Write the network as a torch.export program (model.pt2) or as ONNX (model.onnx)."""
+    echo_export(run_dir, fmt, out, overwrite)
 
-    model_path = _model_file(run_dir)
-    model = build_from_checkpoint(read_checkpoint(model_path))
-    target = export_target(model_path.parent, out, "model.pt2", overwrite)
-    path = export_program(model.net, model.in_shape, target)
-    click.echo(f"{path}  (load with: torch.export.load({str(path)!r}).module(); {UNTRUSTED_PT2})")
+
+def echo_export(run_dir, fmt, out, overwrite) -> None:
+    from ..export import UNTRUSTED_PT2, export_run
+    path, check = export_run(run_dir, fmt, out, overwrite)
+    if check is None:
+        click.echo(f"{path}  (load with: torch.export.load({str(path)!r}).module(); {UNTRUSTED_PT2})")
+    else:
+        click.echo(f"{path}  (ONNX opset {check['opset']}, dynamic batch; onnxruntime agrees with PyTorch on "
+                   f"{check['checked_on']}: max |difference| {check['max_abs_difference']:.2g}, top-1 agreement "
+                   f"{check['top1_agreement']:.0%})")
 
 
 @transform.command("apply")
