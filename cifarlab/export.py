@@ -110,15 +110,22 @@ def heldout_images(run_dir: Path, count: int = 256) -> tuple[torch.Tensor, str]:
             f"{count} random images (the run's data is not here)"
 
 
-def export_run(run, fmt: str, out: str | None = None, overwrite: bool = False) -> tuple[Path, dict | None]:
+def export_run(run, fmt: str, out: str | None = None, overwrite: bool = False,
+               kind: str | None = None) -> tuple[Path, dict | None]:
     """Export the network of a run (transform or classify) as `fmt` (pt2 or onnx). An ONNX file is
     checked in onnxruntime before it is put in place: a transform must agree to 1e-5 (max
     |difference|), a classifier to 1e-4 on the logits with the same top-1 on every image."""
-    from . import load, model_file
+    from . import model_file
+    from .checkpoints import read_checkpoint
     if fmt not in FORMATS:
         raise CifarlabError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
     model_path = model_file(run)
-    model = load(run)
+    ckpt = read_checkpoint(model_path, f"cifarlab-{kind}/1" if kind else None)
+    if ckpt["format"] == "cifarlab-classify/1":
+        from .classify.artifact import build_from_checkpoint
+    else:
+        from .transform.artifact import build_from_checkpoint
+    model = build_from_checkpoint(ckpt)
     target = export_target(model_path.parent, out, FORMATS[fmt], overwrite)
     transform = hasattr(model, "in_shape")
     module = model.net if transform else model   # the transform's float path; the whole classifier

@@ -202,7 +202,7 @@ def align_labels(labels, data_classes, model_classes):
 def export_command(run_dir, fmt, out, overwrite):
     """Write the classifier (normalisation and TTA inside) as ONNX or a torch.export program."""
     from .transform_commands import echo_export
-    echo_export(run_dir, fmt, out, overwrite)
+    echo_export(run_dir, fmt, out, overwrite, "classify")
 
 
 @classify.command("predict")

@@ -151,12 +151,12 @@ def eval_command(run_dir, data, data_root, split, device):
                                                 "model.pt, last.pt or config.json).")
 def export_command(run_dir, fmt, out, overwrite):
     """Write the network as a torch.export program (model.pt2) or as ONNX (model.onnx)."""
-    echo_export(run_dir, fmt, out, overwrite)
+    echo_export(run_dir, fmt, out, overwrite, "transform")
 
 
-def echo_export(run_dir, fmt, out, overwrite) -> None:
+def echo_export(run_dir, fmt, out, overwrite, kind) -> None:
     from ..export import UNTRUSTED_PT2, export_run
-    path, check = export_run(run_dir, fmt, out, overwrite)
+    path, check = export_run(run_dir, fmt, out, overwrite, kind)
     if check is None:
         click.echo(f"{path}  (load with: torch.export.load({str(path)!r}).module(); {UNTRUSTED_PT2})")
     else:

@@ -118,6 +118,7 @@ RUN_COMMANDS = {
                                  {"any", "model", "config", "last"}),
     "classify eval": ("C", ["classify", "eval", "RUN", "--data", "DATA"], {"any", "model"}),
     "classify predict": ("C", ["classify", "predict", "RUN", "DATA/cat/000.png"], {"any", "model"}),
+    "classify export": ("C", ["classify", "export", "RUN", "--out", "BOX/out.onnx"], {"any", "model"}),
     "classify train --resume": ("C", ["classify", "train", "--resume", "RUN", "--quiet"],
                                 {"any", "model", "config", "last"}),
 }
