@@ -9,9 +9,12 @@ normalisation and the input check live in `cifarlab.classify.artifact.ImageClass
   then global average pooling; any widths and activation.
 - ``resnet_bottleneck``: a small pre-activation-free ResNet of bottleneck blocks (the report's
   future work), for 32x32 inputs.
-- ``fastnet``: the airbench-style network: a frozen 2x2 patch-whitening convolution initialised
-  from the data's patch covariance, then three conv-pool-BN-GELU groups; narrow widths make it
-  fit a CPU budget, ``widths=(64, 256, 256)`` is the airbench94 size.
+- ``fastnet``: airbench94's network (KellerJordan/cifar10-airbench, legacy/airbench94.py): a
+  frozen 2x2 patch-whitening convolution initialised from the data, GELU, three groups of
+  conv-maxpool-BN-GELU-conv-BN-GELU with identity-initialised (dirac) filters and BatchNorm of
+  fixed scale 1 (momentum 0.4 in PyTorch's sense, airbench's 0.6), a global max-pool and a
+  bias-free linear layer scaled by 1/9. ``widths=(64, 256, 256)`` is airbench94's size; narrower
+  widths fit a CPU budget.
 - ``resnet18_tv``: torchvision's ResNet-18 (ImageNet weights with ``pretrained=True``), its
   first max-pool dropped so 32x32 inputs keep a 16x16 map.
 """
@@ -134,9 +137,12 @@ class FrozenScaleBatchNorm(nn.BatchNorm2d):
 
 
 class WhiteningConv(nn.Conv2d):
-    """A k x k convolution whose filters are the eigenvectors of the training patches'
-    covariance, scaled by 1/sqrt(eigenvalue), in + and - pairs (so a following GELU keeps both
-    signs). Fixed after `init_from_data`; only its bias learns."""
+    """A k x k convolution whose filters are the eigenvectors of the training patches' second
+    moment, scaled by 1/sqrt(eigenvalue), in + and - pairs (so a following GELU keeps both
+    signs): its output is white on the data it was fit on. As in airbench the moment is not
+    centred (the input is already normalised to zero mean) and the filters come largest
+    eigenvalue first. Fixed after `init_from_data`; only its bias learns (airbench94: for its
+    first 3 epochs, see `cifarlab.classify.recipes.TrainingMethod`)."""
 
     def __init__(self, kernel_size: int = 2):
         n = 3 * kernel_size * kernel_size
@@ -145,13 +151,13 @@ class WhiteningConv(nn.Conv2d):
 
     @torch.no_grad()
     def init_from_data(self, images: torch.Tensor, eps: float = 5e-4) -> None:
-        """`images`: normalised float (N, 3, H, W); a few thousand are plenty."""
+        """`images`: normalised float (N, 3, H, W); a few thousand are plenty (airbench: 5,000)."""
         k = self.kernel_size[0]
         patches = images.float().unfold(2, k, 1).unfold(3, k, 1)          # N, C, H', W', k, k
         patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, 3 * k * k)
-        patches = patches - patches.mean(0)
-        covariance = patches.T @ patches / len(patches)
-        eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+        moment = patches.T @ patches / len(patches)
+        eigenvalues, eigenvectors = torch.linalg.eigh(moment)             # ascending
+        eigenvalues, eigenvectors = eigenvalues.flip(0), eigenvectors.flip(1)
         filters = (eigenvectors.T / (eigenvalues + eps).sqrt()[:, None]).reshape(-1, 3, k, k)
         self.weight.copy_(torch.cat([filters, -filters]).to(self.weight))
         self.bias.zero_()
