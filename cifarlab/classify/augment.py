@@ -2,14 +2,17 @@
 
 A spec is a comma-separated list of steps, each ``name`` or ``name:amount``::
 
-    crop:2,flip            # airbench: translate by up to 2 px (reflect padding), mirror half
+    crop:2,flip            # translate by up to 2 px (reflect padding), mirror a random half
+    altflip,crop:2         # airbench94: alternating flip, then translate by up to 2 px
     crop:4,flip,rotate:15  # the report's final recipe
     cutout:8               # zero one random 8x8 square per image
     none
 
 Every step takes a float batch (N, C, H, W) and a `torch.Generator` on the batch's device, and
 draws all its randomness for the whole batch at once: no per-image Python on the hot path, and
-the same generator state gives the same batch.
+the same generator state gives the same batch. `altflip` alone draws nothing per batch: it
+mirrors by each image's place in the training set and the epoch's parity (see
+`alternating_flip`), so the trainer hands it the batch's dataset indices and the epoch.
 """
 from __future__ import annotations
 
@@ -42,6 +45,21 @@ def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     return torch.where(mirror[:, None, None, None], images.flip(-1), images)
 
 
+def alternating_flip(images: torch.Tensor, mirror_in_even_epochs: torch.Tensor, epoch: int) -> torch.Tensor:
+    """airbench's alternating flip: a fixed random half of the training images is mirrored in
+    even epochs and the other half in odd epochs, so every image is seen both ways in any two
+    consecutive epochs (random flipping shows a quarter of them the same way twice).
+    `mirror_in_even_epochs`: one bool per image of the batch (its place in the training set)."""
+    mirror = mirror_in_even_epochs ^ bool(epoch % 2)
+    return torch.where(mirror[:, None, None, None], images.flip(-1), images)
+
+
+def flip_plan(images: int, seed: int) -> torch.Tensor:
+    """Which training images `alternating_flip` mirrors in even epochs: a seeded random half,
+    fixed for the run (a resumed run makes the same plan)."""
+    return torch.rand(images, generator=torch.Generator().manual_seed(seed)) < 0.5
+
+
 def random_rotation(images: torch.Tensor, degrees: float, generator: torch.Generator) -> torch.Tensor:
     """Rotate each image by a uniform angle in [-degrees, degrees] (bilinear, reflected border)."""
     n = len(images)
@@ -72,6 +90,7 @@ AUGMENTATIONS = {
     "flip": (random_flip, False, None),
     "rotate": (random_rotation, True, 15),
     "cutout": (cutout, True, 8),
+    "altflip": (alternating_flip, False, None),      # needs the batch's dataset indices and the epoch
 }
 # the amounts that make sense on 32x32 images: (low, high, whole numbers only)
 AMOUNTS = {"crop": (0, 16, True), "rotate": (0, 180, False), "cutout": (1, 32, True)}
@@ -108,16 +127,31 @@ def parse_augment(spec: str | None) -> list[tuple[str, float | None]]:
 
 
 class Augment:
-    """The parsed spec as a callable: ``augment(batch, generator)``."""
+    """The parsed spec as a callable: ``augment(batch, generator)``; with ``altflip``,
+    ``augment(batch, generator, index=positions_in_training_set, epoch=epoch)`` and the size
+    of the training set and the seed given here."""
 
-    def __init__(self, spec: str | None):
+    def __init__(self, spec: str | None, train_images: int | None = None, seed: int = 0):
         self.spec = spec or "none"
         self.steps = parse_augment(spec)
+        self.plan = None
+        if any(name == "altflip" for name, _ in self.steps):
+            if train_images is None:
+                raise ValueError("augmentation 'altflip' needs the number of training images (train_images=)")
+            self.plan = flip_plan(train_images, seed)
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, generator: torch.Generator, index: torch.Tensor | None = None,
+                 epoch: int = 0) -> torch.Tensor:
         for name, amount in self.steps:
             fn = AUGMENTATIONS[name][0]
-            images = fn(images, generator) if amount is None else fn(images, amount, generator)
+            if name == "altflip":
+                if index is None:
+                    raise ValueError("augmentation 'altflip' needs the batch's dataset indices (index=)")
+                if self.plan.device != images.device:
+                    self.plan = self.plan.to(images.device)
+                images = fn(images, self.plan[index], epoch)
+            else:
+                images = fn(images, generator) if amount is None else fn(images, amount, generator)
         return images
 
     def __bool__(self) -> bool:
