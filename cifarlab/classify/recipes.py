@@ -15,13 +15,26 @@ by design; ``--patience`` asks for early stopping.
   and mirror as batched tensor ops on the device, Nesterov SGD with a one-cycle schedule that
   follows the clock under --time-budget, test-time mirror averaging. Widths and batch are sized
   for CPU throughput (see BENCHMARKS.md).
-- ``airbench94``: airbench94's network size (64-256-256) and hyperparameters translated to this
-  loop (batch 1024, Nesterov SGD with momentum 0.85, BN-shift learning rate x64, ~10 epochs), as
-  the reference the ``fast`` recipe is measured against.
+- ``airbench94``: airbench94's method (KellerJordan/cifar10-airbench, legacy/airbench94.py,
+  94.0% on CIFAR-10) in cifarlab's parts: its network (fastnet 64-256-256), label smoothing 0.2,
+  Nesterov SGD (momentum 0.85) with BatchNorm shifts at 64x the lr and the same per-step weight
+  decay, airbench's lr and weight decay in PyTorch's form (below), 23% warm-up from 0.2x then a
+  linear fall to 0.07x, lookahead, a whitening bias that learns for 3 epochs, alternating flip
+  and 2 px translate, and flip + translate test-time augmentation. Hyperparameters are
+  airbench's on full CIFAR-10; on small data `fit_to_data` scales the batch (and, if need be,
+  the epochs) and says so.
+
+airbench states lr 11.5 and weight decay 0.0153 "per 1024 examples" for a summed loss, divided by
+1024 * (1 + 1 / (1 - momentum)). For cifarlab's mean loss over a batch B that is lr = 1.5 * B / 1024
+and weight decay 0.0153 / 11.5 (PyTorch's coupled form, independent of B). airbench trains 9.9
+epochs; cifarlab's epochs are whole, so 10 (480 steps on 50,000 images instead of 476).
 """
 from __future__ import annotations
 
-from dataclasses import fields
+import math
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
 
 from ..errors import CifarlabError
 from .config import ClassifyConfig
@@ -36,16 +49,104 @@ RECIPES: dict[str, dict] = {
     "fast": dict(model="fastnet", model_args={"widths": "24-48-96"}, optimizer="sgd", lr=0.8, momentum=0.85,
                  weight_decay=5e-4, bias_lr_scale=16.0, batch_size=256, epochs=20, schedule="onecycle",
                  warmup=0.2, label_smoothing=0.2, augment="crop:2,flip", tta=True, channels_last=True),
-    "airbench94": dict(model="fastnet", model_args={"widths": "64-256-256"}, optimizer="sgd", lr=1.5,
-                       momentum=0.85, weight_decay=1.3e-3, bias_lr_scale=64.0, batch_size=1024, epochs=10,
-                       schedule="onecycle", warmup=0.23, label_smoothing=0.2, augment="crop:2,flip", tta=True,
-                       channels_last=False),
+    "airbench94": dict(model="fastnet", model_args={"widths": "64-256-256", "tta_translate": 1}, optimizer="sgd",
+                       lr=1.5, momentum=0.85, weight_decay=0.0153 / 11.5, bias_lr_scale=64.0, batch_size=1024,
+                       epochs=10, schedule="onecycle", warmup=0.23, label_smoothing=0.2, augment="altflip,crop:2",
+                       tta=True, channels_last=True),
 }
 DEFAULT_RECIPE = "fast"
 
 
+@dataclass(frozen=True)
+class TrainingMethod:
+    """The parts of a recipe's training that no command-line option sets; the trainer looks them
+    up by the run's recipe name (saved in config.json, so a resumed run keeps them)."""
+    lookahead: bool = False                 # airbench's lookahead (cifarlab.classify.trainer.Lookahead)
+    whiten_bias_epochs: int | None = None   # the whitening conv's bias learns this many epochs, then stops
+    final_lr: float = 0.0                   # onecycle falls to this share of --lr, not to 0
+    bias_lr_scale_on: str = "1-d"           # what learns --bias-lr-scale faster: every 1-D parameter, or
+    #                                         only BatchNorm shifts ("batchnorm", airbench's split)
+
+
+METHODS = {"airbench94": TrainingMethod(lookahead=True, whiten_bias_epochs=3, final_lr=0.07,
+                                        bias_lr_scale_on="batchnorm")}
+
+
+def training_method(recipe: str) -> TrainingMethod:
+    return METHODS.get(recipe, TrainingMethod())
+
+
+# ----------------------------------------------------------------------------- small data
+
+MIN_STEPS_PER_EPOCH = {"airbench94": 32}   # full CIFAR-10 gives airbench 43-48 steps of 1024
+SMALLEST_BATCH = 64                         # BatchNorm statistics need a batch
+FULL_BATCH_LR = {"airbench94": (1024, 1.5)}  # lr per batch: airbench's lr is per example
+
+
+def count_training_images(data: str, val_fraction: float) -> int | None:
+    """How many images a run on `data` trains on (pool minus the validation split), from file
+    names alone; None when that cannot be told cheaply (the loader reports real errors later)."""
+    from ..data.sources import IMAGE_SUFFIXES
+    if data == "cifar10":
+        pool = 50_000
+    else:
+        folder = Path(data)
+        if not folder.is_dir():
+            return None
+        if (folder / "train").is_dir() and (folder / "test").is_dir():
+            folder = folder / "train"
+        pool = sum(1 for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if pool < 2 or not 0 < val_fraction < 1:
+        return None
+    return pool - min(max(1, round(pool * val_fraction)), pool - 1)
+
+
+def fit_to_data(name: str, values: dict, given: dict, train_images: int) -> str | None:
+    """The small-data rule: an epoch keeps at least MIN_STEPS_PER_EPOCH steps. The batch halves
+    from the recipe's (never below SMALLEST_BATCH) until it does, and the lr follows the batch
+    (airbench's lr is per example); if even the smallest batch leaves fewer steps, the epochs
+    grow so the run keeps as many steps as the recipe's epochs of the minimum would. Anything
+    the user gave wins. Returns the one line saying what changed, or None."""
+    min_steps = MIN_STEPS_PER_EPOCH.get(name)
+    if min_steps is None:
+        return None
+    changes = []
+    if given.get("batch_size") is None:
+        batch = values["batch_size"]
+        while batch > SMALLEST_BATCH and train_images // batch < min_steps:
+            batch //= 2
+        if batch != values["batch_size"]:
+            changes.append(f"batch {values['batch_size']} -> {batch}")
+            values["batch_size"] = batch
+    if given.get("lr") is None and values["batch_size"] != FULL_BATCH_LR[name][0]:
+        full_batch, full_lr = FULL_BATCH_LR[name]
+        lr = full_lr * values["batch_size"] / full_batch
+        changes.append(f"lr {values['lr']:g} -> {lr:g} (airbench's lr per image)")
+        values["lr"] = lr
+    steps = max(1, train_images // min(values["batch_size"], train_images))
+    if given.get("epochs") is None and values["epochs"] is not None and steps < min_steps:
+        epochs = math.ceil(values["epochs"] * min_steps / steps)
+        changes.append(f"epochs {values['epochs']} -> {epochs} (keeps {values['epochs'] * min_steps} steps)")
+        values["epochs"] = epochs
+    if not changes:
+        return None
+    return (f"recipe {name} on {train_images:,} training images (fewer than {min_steps} steps an epoch at its "
+            f"batch): {', '.join(changes)}; {max(1, train_images // values['batch_size'])} steps an epoch")
+
+
+_said: set[str] = set()
+
+
+def _say_once(line: str) -> None:
+    """Search builds the same config many times; the user needs the line once."""
+    if line not in _said:
+        _said.add(line)
+        print(line, file=sys.stderr)
+
+
 def recipe_config(name: str, **given) -> ClassifyConfig:
-    """The recipe's settings, overridden by every `given` value that is not None."""
+    """The recipe's settings, overridden by every `given` value that is not None, fitted to the
+    size of the data where the recipe has a small-data rule (`fit_to_data`)."""
     if name not in RECIPES:
         raise CifarlabError(f"unknown recipe {name!r}; valid recipes: {', '.join(RECIPES)}")
     known = {f.name for f in fields(ClassifyConfig)}
@@ -58,4 +159,9 @@ def recipe_config(name: str, **given) -> ClassifyConfig:
     if "model" in given and given["model"] is not None and given["model"] != RECIPES[name]["model"] \
             and given.get("model_args") is None:
         values["model_args"] = {}  # the recipe's widths belong to the recipe's model
+    train_images = count_training_images(values.get("data", "cifar10"), values.get("val_fraction", 0.1))
+    if train_images is not None:
+        line = fit_to_data(name, values, given, train_images)
+        if line:
+            _say_once(line)
     return ClassifyConfig(**values).validate()

@@ -5,6 +5,11 @@ batch, scales it to [0, 1], augments it with batched tensor ops and takes an opt
 With a time budget the learning-rate schedule follows the clock (progress = the larger of
 steps done / steps planned and seconds spent / seconds allowed), so a 60 s run anneals fully
 in 60 s. The budget counts training steps only; evaluation is not charged to it.
+
+A recipe's `TrainingMethod` (recipes.py) adds what airbench94 does beyond the options: its
+parameter groups, a whitening bias that stops learning after a few epochs, a schedule that
+ends above zero, and lookahead; all of them follow the same progress, so they work under
+--time-budget too.
 """
 from __future__ import annotations
 
@@ -22,10 +27,12 @@ from ..errors import CifarlabError
 from ..training import EarlyStopping
 from ..training.budget import require_a_whole_epoch
 from ..training.schedules import lr_factor, run_progress
+from ..models.classifiers import WhiteningConv
 from . import ddp
 from .artifact import ImageClassifier
 from .augment import Augment
 from .config import ClassifyConfig
+from .recipes import TrainingMethod, training_method
 
 WHITENING_IMAGES = 5000
 
@@ -34,21 +41,83 @@ class TrainingDiverged(CifarlabError):
     pass
 
 
-def build_optimizer(config: ClassifyConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """Weights in one group; biases and BatchNorm shifts (1-D) in another that learns
-    `bias_lr_scale` times faster with the same per-step weight decay (airbench's split)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    weights, shifts = [p for p in params if p.ndim > 1], [p for p in params if p.ndim <= 1]
+def parameter_groups(model: nn.Module, method: TrainingMethod) -> dict[str, list[nn.Parameter]]:
+    """Trainable parameters by how they learn: "shifts" learn `bias_lr_scale` times faster (every
+    1-D parameter, or with airbench's split only BatchNorm shifts); "whitening bias" gets a group
+    of its own when the method stops it after some epochs; "weights" is the rest."""
+    groups: dict[str, list] = {"weights": [], "shifts": []}
+    if method.whiten_bias_epochs is not None:
+        groups["whitening bias"] = []
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            if "whitening bias" in groups and isinstance(module, WhiteningConv) and name == "bias":
+                groups["whitening bias"].append(p)
+            elif (isinstance(module, nn.modules.batchnorm._BatchNorm) if method.bias_lr_scale_on == "batchnorm"
+                  else p.ndim <= 1):
+                groups["shifts"].append(p)
+            else:
+                groups["weights"].append(p)
+    return groups
+
+
+def build_optimizer(config: ClassifyConfig, model: nn.Module,
+                    method: TrainingMethod | None = None) -> torch.optim.Optimizer:
+    """The shifts group learns `bias_lr_scale` times faster with the same per-step weight decay
+    (lr x weight decay is the same in every group, as airbench computes it)."""
+    method = method or training_method(config.recipe)
     scale = config.bias_lr_scale
-    groups = [dict(params=weights, lr=config.lr, weight_decay=config.weight_decay),
-              dict(params=shifts, lr=config.lr * scale, weight_decay=config.weight_decay / scale)]
-    for group in groups:
+    groups = []
+    for name, params in parameter_groups(model, method).items():
+        group = dict(params=params, name=name, lr=config.lr, weight_decay=config.weight_decay)
+        if name == "shifts":
+            group.update(lr=config.lr * scale, weight_decay=config.weight_decay / scale)
+        if name == "whitening bias":
+            group["until_epoch"] = method.whiten_bias_epochs
         group["base_lr"] = group["lr"]
+        groups.append(group)
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, momentum=config.momentum, nesterov=config.momentum > 0)
     if config.optimizer == "adamw":
         return torch.optim.AdamW(groups)
     return torch.optim.Adam(groups)
+
+
+class Lookahead:
+    """airbench's lookahead: a slow copy of every float tensor of the model's state (weights and
+    BatchNorm statistics). Every `every` steps the slow copy moves towards the network by
+    (1 - decay) and the network restarts from it; decay grows as 0.95**5 * progress**3, so
+    early training runs free and late training averages. `finish` puts the slow copy in the
+    network at the end of the run."""
+
+    every = 5
+    peak_decay = 0.95 ** 5
+
+    def __init__(self, model: nn.Module):
+        self.slow = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+    def decay(self, progress: float) -> float:
+        return self.peak_decay * min(max(progress, 0.0), 1.0) ** 3
+
+    @torch.no_grad()
+    def sync(self, model: nn.Module, decay: float) -> None:
+        for name, value in model.state_dict().items():
+            if name in self.slow:
+                self.slow[name].lerp_(value, 1 - decay)
+                value.copy_(self.slow[name])
+
+    def finish(self, model: nn.Module) -> None:
+        self.sync(model, 1.0)
+
+
+def lr_share(schedule: str, progress: float, warmup: float, final_lr: float) -> float:
+    """The schedule's share of --lr; a onecycle with `final_lr` falls to that share instead of 0
+    (airbench94: 0.2 -> 1 over the warm-up, then linearly to 0.07)."""
+    factor = lr_factor(schedule, progress, warmup)
+    if schedule == "onecycle" and final_lr and progress >= warmup:
+        factor = final_lr + (1 - final_lr) * factor
+    return factor
 
 
 def init_from_data(model: ImageClassifier, images: torch.Tensor) -> None:
@@ -91,13 +160,14 @@ class Trainer:
         self.steps_per_epoch = len(self.images) // self.batch_size    # drop the ragged last batch
         self.limits = config.limits()
         self.total_steps = self.limits.planned_steps(self.steps_per_epoch)   # None: the clock alone
-        self.optimizer = build_optimizer(config, model)
+        self.method = training_method(config.recipe)
+        self.optimizer = build_optimizer(config, model, self.method)
         self.plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, mode="max", factor=0.3,
                                                                     patience=2)
                         if config.schedule == "plateau" else None)
         self.stopper = EarlyStopping(config.patience, config.min_delta)
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-        self.augment = Augment(config.augment)
+        self.augment = Augment(config.augment, train_images=len(self.images), seed=config.seed)
         self.order_generator = torch.Generator().manual_seed(config.seed)   # the same on every process
         self.augment_generator = torch.Generator(device=device).manual_seed(config.seed + 1 + self.dist.rank)
         self.epoch, self.step, self.elapsed = 0, 0, 0.0
@@ -108,6 +178,7 @@ class Trainer:
         self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else contextlib.nullcontext
         if config.channels_last:
             model.to(memory_format=torch.channels_last)
+        self.lookahead = Lookahead(model) if self.method.lookahead else None
         self.net = model
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -121,11 +192,25 @@ class Trainer:
         return run_progress(self.step, self.total_steps, self.elapsed, self.config.time_budget)
 
     def set_lr(self) -> float:
-        if self.plateau is None:
-            factor = lr_factor(self.config.schedule, self.progress(), self.config.warmup)
-            for group in self.optimizer.param_groups:
-                group["lr"] = group["base_lr"] * factor
+        factor = lr_share(self.config.schedule, self.progress(), self.config.warmup, self.method.final_lr)
+        for group in self.optimizer.param_groups:
+            learning = self.epoch < group.get("until_epoch", math.inf)   # a group that stopped learning: lr 0
+            if self.plateau is None or not learning:
+                group["lr"] = group["base_lr"] * factor if learning else 0.0
         return self.optimizer.param_groups[0]["lr"]
+
+    @property
+    def run_is_over(self) -> bool:
+        return self.out_of_time or (self.total_steps is not None and self.step >= self.total_steps)
+
+    def look_ahead(self) -> None:
+        """After each step: the lookahead sync every `Lookahead.every` steps, the final copy at the end."""
+        if self.lookahead is None:
+            return
+        if self.step % Lookahead.every == 0:
+            self.lookahead.sync(self.model, self.lookahead.decay(self.progress()))
+        if self.run_is_over:
+            self.lookahead.finish(self.model)
 
     def train_epoch(self, progress_bar=None) -> dict:
         """One pass over the (shuffled) training set, or up to the time budget."""
@@ -136,7 +221,8 @@ class Trainer:
         for i in range(self.steps_per_epoch):
             lr = self.set_lr()
             index = ddp.shard(order[i * self.batch_size:(i + 1) * self.batch_size], self.dist)
-            x = self.augment(self.images[index].float().div_(255), self.augment_generator)
+            x = self.augment(self.images[index].float().div_(255), self.augment_generator, index=index,
+                             epoch=self.epoch)
             y = self.labels[index]
             if self.config.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -158,6 +244,7 @@ class Trainer:
                                        f"(the best checkpoint so far is intact)")
             if interrupted:  # Ctrl-C on any process, seen by all at this same step
                 raise KeyboardInterrupt
+            self.look_ahead()
             loss_sum += value * len(y)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
@@ -202,7 +289,8 @@ class Trainer:
                 "stopper": self.stopper.state_dict(), "history": self.history, "epoch": self.epoch,
                 "step": self.step, "elapsed": self.elapsed, "best_accuracy": self.best_accuracy,
                 "order_generator": self.order_generator.get_state(),
-                "augment_generator": self.augment_generator.get_state().cpu()}
+                "augment_generator": self.augment_generator.get_state().cpu(),
+                "lookahead": self.lookahead.slow if self.lookahead is not None else None}
 
     def load_state_dict(self, state: dict, best_state: dict | None) -> None:
         self.model.load_state_dict(state["model"])
@@ -215,4 +303,7 @@ class Trainer:
         self.order_generator.set_state(state["order_generator"])
         if self.dist.world == 1:  # with several processes each has its own stream; a fresh one is fine
             self.augment_generator.set_state(state["augment_generator"])
+        if self.lookahead is not None and state.get("lookahead"):
+            for name, value in state["lookahead"].items():
+                self.lookahead.slow[name].copy_(value)
         self.best_state = best_state
