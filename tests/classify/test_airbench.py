@@ -58,6 +58,17 @@ def test_a_run_ends_on_the_lookahead_weights(tiny_folder):
             assert torch.equal(value, trainer.lookahead.slow[name]), name
 
 
+def test_under_a_time_budget_the_run_ends_on_the_lookahead_weights_when_the_clock_does(tiny_folder):
+    trainer = tiny_airbench(tiny_folder, time_budget=100.0, batch_size=8)   # the clock is the limit
+    assert trainer.total_steps is None
+    trainer.epoch, trainer.elapsed = 1, 99.999                              # as if resumed near the end
+    trainer.train_epoch()
+    assert trainer.out_of_time and trainer.step == 1
+    for name, value in trainer.model.state_dict().items():
+        if name in trainer.lookahead.slow:
+            assert torch.equal(value, trainer.lookahead.slow[name]), name
+
+
 # ----------------------------------------------------------------------------- alternating flip
 
 
