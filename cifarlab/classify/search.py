@@ -467,10 +467,15 @@ def _local(trial) -> bool:
     return trial.user_attrs.get("host") == HOST and "pid" in trial.user_attrs
 
 
+def heartbeats(study) -> bool:
+    """Whether the storage records heartbeats (a database; Optuna wraps it in a cache)."""
+    return getattr(study._storage, "get_heartbeat_interval", lambda: None)() is not None
+
+
 def recover_dead_trials(study) -> None:
     """Trials of workers that died become FAIL and are queued again (at most twice). Databases
     go by heartbeat (any machine); the journal by process id (this machine)."""
-    if isinstance(study._storage, optuna.storages.RDBStorage):
+    if heartbeats(study):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
@@ -518,7 +523,7 @@ def next_move(study, points: list[dict] | None, trials: int) -> str:
         started = [t.params for t in everything if t.state != TrialState.WAITING]
         if any(p not in started for p in points):
             return "run"
-    watchable = isinstance(study._storage, optuna.storages.RDBStorage) or all(_local(t) for t in running)
+    watchable = heartbeats(study) or all(_local(t) for t in running)
     return "wait" if running and watchable else "stop"
 
 

@@ -81,6 +81,17 @@ def _steps(steps: dict) -> str:
     return ", ".join(f"{step}: {value:.1%}" for step, value in steps.items())
 
 
+def edge_note(best: dict, space: dict) -> str:
+    """A best value at the end of a searched list says the optimum may lie beyond the grid."""
+    notes = []
+    for name, values in space.items():
+        numbers = sorted(v for v in values if isinstance(v, (int, float))) if isinstance(values, list) else []
+        if len(numbers) > 2 and best[name] in (numbers[0], numbers[-1]):
+            notes.append(f"{name}={_fmt(best[name])} is the {'smallest' if best[name] == numbers[0] else 'largest'} "
+                         f"value searched")
+    return f" On the grid's edge: {'; '.join(notes)}; the optimum may lie beyond it." if notes else ""
+
+
 def write_search_report(study, space: dict, spec, out: Path, seconds: float) -> Path:
     rows = trial_rows(study)
     names = list(space)
@@ -106,7 +117,8 @@ def write_search_report(study, space: dict, spec, out: Path, seconds: float) -> 
         best = complete[0]
         settings = ", ".join(f"{n}={_fmt(best[n])}" for n in names)
         flags = " ".join(f"--{n.replace('_', '-')} {_fmt(best[n])!s}" for n in names)
-        lines += [f"**Best:** {settings}: {best['mean']:.2%} ± {best['std']:.2%} (trial {best['number']}).", "",
+        lines += [f"**Best:** {settings}: {best['mean']:.2%} ± {best['std']:.2%} (trial {best['number']})."
+                  + edge_note(best, space), "",
                   f"Train it: `cifarlab classify train --recipe {spec.recipe} --data {spec.data} {flags}`", ""]
         write_json(out / "best.json", {"params": {n: best[n] for n in names}, "mean_accuracy": best["mean"],
                                        "std": best["std"], "trial": best["number"], "recipe": spec.recipe})

@@ -108,3 +108,11 @@ def test_unknown_preset_and_bad_heartbeat_are_refused(capsys, tiny_folder, tmp_p
 def test_presets_are_grids_of_known_size():
     assert len(grid_points(SearchSpec(grid="lr-wd").space())) == 16
     assert len(grid_points(SearchSpec(grid="report-adam").space())) == 24
+
+
+def test_a_best_setting_on_the_grids_edge_is_pointed_out():
+    from cifarlab.classify.search_report import edge_note
+    space = {"lr": [0.2, 0.4, 0.8, 1.6], "weight_decay": [1.25e-4, 2.5e-4, 5e-4, 1e-3], "optimizer": ["sgd"]}
+    assert "lr=1.6 is the largest value searched" in edge_note({"lr": 1.6, "weight_decay": 5e-4, "optimizer": "sgd"},
+                                                             space)
+    assert edge_note({"lr": 0.8, "weight_decay": 5e-4, "optimizer": "sgd"}, space) == ""
