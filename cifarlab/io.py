@@ -15,8 +15,6 @@ import secrets
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
 from .errors import CifarlabError
 
 TEMPORARY_MARK = ".tmp."
@@ -91,6 +89,7 @@ def write_text(path, text: str) -> Path:
 
 
 def torch_save(obj, path) -> Path:
+    import torch  # here, not at the top: image worker processes import this module without torch
     return _atomic(Path(path), lambda tmp: torch.save(obj, tmp))
 
 

@@ -169,19 +169,24 @@ def echo_export(run_dir, fmt, out, overwrite, kind) -> None:
 @click.argument("run_dir")
 @click.argument("src")
 @click.argument("dst")
-@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--batch-size", type=int, default=256, show_default=True, help="Images per model call and per "
+                                                                              "worker chunk.")
+@click.option("--workers", type=int, default=None,
+              help="Processes that decode and encode images [default: the cores; 0: this process].")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Rewrite outputs that exist already [default: keep them, "
                                                 "so a re-run finishes an interrupted job].")
-def apply_command(run_dir, src, dst, batch_size, device, overwrite):
-    """Run a trained network over the images in SRC and write PNGs into the same tree in DST."""
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def apply_command(run_dir, src, dst, batch_size, workers, device, overwrite, quiet):
+    """Run a trained network over the images under SRC and write PNGs into the same tree in DST
+    (streaming: decoded and encoded in worker processes; a re-run resumes)."""
     from ..transform.apply import apply_folder
-    if batch_size < 1:
-        raise CifarlabError(f"--batch-size must be a positive integer, got {batch_size}")
-    result = apply_folder(Path(run_dir), Path(src), Path(dst), batch_size, device, overwrite)
-    click.echo(f"wrote {result.written} image(s) to {dst}"
+    result = apply_folder(Path(run_dir), Path(src), Path(dst), batch_size, device, overwrite, workers, quiet)
+    click.echo(f"wrote {result.written} image(s) to {dst} in {result.seconds:.1f} s "
+               f"({result.images_per_second:,.0f} images/s, {result.workers} worker(s))"
                + (f"; kept {result.existing} existing" if result.existing else "")
-               + (f"; skipped {result.unreadable} unreadable" if result.unreadable else ""))
+               + (f"; skipped {result.unreadable} unreadable (listed in apply-failures.txt)"
+                  if result.unreadable else ""))
 
 
 @transform.command("compare")

@@ -11,12 +11,12 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torchvision
 import torchvision.transforms.v2.functional as F
 
 from ..errors import CifarlabError
+from ..imagefiles import decode
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 SAMPLE_TRAIN_PHOTOS = ("astronaut", "rocket", "immunohistochemistry", "hubble_deep_field", "retina", "colorwheel")
@@ -109,21 +109,8 @@ def sample_images(split: str = "train", count: int | None = None, size: int = 32
 
 
 def read_image(path) -> torch.Tensor:
-    """uint8 (3, H, W) RGB through Pillow, as torchvision's ImageFolder reads images.
-
-    16-bit images (Pillow modes I;16 and I) are scaled to 8 bits, round(v * 255 / 65535):
-    Pillow's own conversion to RGB would clip them, turning mid-grey into white. Float
-    images (mode F) are refused: their scale is unknown."""
-    from PIL import Image
-
-    with open(path, "rb") as f, Image.open(f) as image:
-        if image.mode.startswith("I"):
-            wide = torch.from_numpy(np.asarray(image, dtype=np.int64).copy()).clamp_(0, 65535)
-            gray = (wide * 255 + 32767).div_(65535, rounding_mode="floor").to(torch.uint8)
-            return gray.expand(3, *gray.shape).contiguous()
-        if image.mode == "F":
-            raise ValueError(f"{path}: 32-bit float images are not supported (their value range is unknown)")
-        return F.pil_to_tensor(image.convert("RGB"))
+    """uint8 (3, H, W) RGB through Pillow (`cifarlab.imagefiles.decode`: 16-bit images scaled)."""
+    return torch.from_numpy(decode(path))
 
 
 def _image_files(folder: Path) -> list[Path]:

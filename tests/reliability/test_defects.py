@@ -69,7 +69,7 @@ def test_apply_never_writes_over_an_input_nor_twice_to_one_output(capsys, sandbo
     Image.open(b).save(sandbox / "s" / "x.jpg")
     code, out, _ = cli(capsys, "transform", "apply", sandbox / "T", sandbox / "s", sandbox / "d")
     assert code == 0 and "wrote 2" in out
-    assert sorted(p.name for p in (sandbox / "d").iterdir()) == ["x.jpg.png", "x.png.png"]
+    assert sorted(p.name for p in (sandbox / "d").glob("*.png")) == ["x.jpg.png", "x.png.png"]
     code, out, _ = cli(capsys, "transform", "apply", sandbox / "T", sandbox / "s", sandbox / "d")
     assert code == 0 and "wrote 0" in out and "kept 2 existing" in out     # a re-run resumes, not rewrites
     code, out, _ = cli(capsys, "transform", "apply", sandbox / "T", sandbox / "s", sandbox / "d", "--overwrite")
