@@ -2,7 +2,10 @@
 
 `plain` is the artifact exactly as `cifarlab.load` returns it; `checked` is the same with
 the opt-in value-range check of the first image of each batch (`cifarlab.inputs`), so the two
-rows state what that check would cost on the hot path. `compile` is opt-in: on a
+rows state what that check would cost on the hot path. `onnxruntime` is the network exported
+to ONNX (`cifarlab.export.save_onnx`, as `transform export --format onnx` writes it) run by
+onnxruntime's CPU execution provider (its CUDA one on a GPU, when installed); it is left out
+when onnxruntime is absent. `compile` is opt-in: on a
 2-core CPU it took ~24 s to compile, gave no gain at batch 1024 and was ~9x slower at batch 1.
 """
 from __future__ import annotations
@@ -15,7 +18,7 @@ import torch
 
 from ..errors import CifarlabError
 
-DEFAULT_VARIANTS = ("plain", "checked", "uint8", "channels_last", "half")
+DEFAULT_VARIANTS = ("plain", "checked", "uint8", "channels_last", "half", "onnxruntime")
 ALL_VARIANTS = DEFAULT_VARIANTS + ("compile",)
 GPU_ONLY = {"half"}
 
@@ -59,6 +62,30 @@ def build_variant(name: str, model: torch.nn.Module, workload, device: torch.dev
     if name == "half":
         half = copy.deepcopy(model).half()
         return Variant(name, lambda x: half(x.half()), workload.inputs)
+    if name == "onnxruntime":
+        return _onnxruntime_variant(model, workload, device)
     if name == "compile":
         return Variant(name, torch.compile(model), workload.inputs)
     raise ValueError(name)
+
+
+def _onnxruntime_variant(model, workload, device: torch.device) -> Variant | None:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    import tempfile
+    from pathlib import Path
+
+    from ..export import save_onnx
+    provider = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}.get(device.type)
+    if provider not in ort.get_available_providers():
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        path = save_onnx(copy.deepcopy(model.net).cpu(), torch.rand(2, *model.in_shape), Path(folder) / "model.onnx")
+        session = ort.InferenceSession(str(path), providers=[provider])
+    name = session.get_inputs()[0].name
+
+    def run(x: torch.Tensor) -> torch.Tensor:   # host arrays in and out, as a user of onnxruntime has
+        return torch.from_numpy(session.run(None, {name: x.detach().cpu().numpy()})[0])
+    return Variant("onnxruntime", run, workload.inputs)

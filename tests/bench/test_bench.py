@@ -38,7 +38,7 @@ def test_every_contender_runs_at_every_batch_size(benched):
     assert results["complete"] and {r["contender"] for r in rows} == CONTENDERS
     for contender in CONTENDERS - {"sequential", "sequential-functional", "memory-copy-whole"}:
         assert {r["batch_size"] for r in rows if r["contender"] == contender} == {1, 16}, contender
-    assert {r["variant"] for r in rows if r["contender"] == "model-fast"} == {"plain", "checked", "uint8", "channels_last"}
+    assert {r["variant"] for r in rows if r["contender"] == "model-fast"} == {"plain", "checked", "uint8", "channels_last", "onnxruntime"}
     for r in rows:
         assert r["median"] > 0 and r["low"] <= r["median"] <= r["high"] and len(r["samples"]) == 1
 
