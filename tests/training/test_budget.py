@@ -34,7 +34,7 @@ def test_a_budget_without_epochs_is_spent_and_the_schedule_anneals(capsys, tmp_p
     assert history["epochs"] is None
     last_lr = _last_lr(tmp_path / "run")
     base_lr = 1e-3 if kind == "transform" else 0.002
-    assert last_lr < 0.1 * base_lr
+    assert last_lr < 0.25 * base_lr    # set before the last step: within one step's share of the end
     if kind == "classify":
         assert metrics["epochs"] > 10     # the recipe's 10 epochs did not end the run
 
