@@ -124,7 +124,8 @@ def write_search_report(study, space: dict, spec, out: Path, seconds: float) -> 
                                        "std": best["std"], "trial": best["number"], "recipe": spec.recipe})
     lines += ["| trial | " + " | ".join(names) + " | state | accuracy (mean ± std) | folds | seconds | "
               "intermediate (step: accuracy) |", "|---|" + "---|" * len(names) + "---|---|---|---|---|"]
-    pruned = sorted((r for r in rows if r["state"] == "PRUNED"), key=lambda r: (-max(r["steps"], default=0), r["number"]))
+    pruned = sorted((r for r in rows if r["state"] == "PRUNED"),
+                    key=lambda r: (-max(r["steps"], default=0), r["number"]))  # furthest first
     for r in complete + pruned:
         accuracy = f"{r['mean']:.2%} ± {r['std']:.2%}" if r["mean"] is not None else "—"
         lines.append(f"| {r['number']} | " + " | ".join(_fmt(r[n]) for n in names)

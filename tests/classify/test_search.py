@@ -17,7 +17,8 @@ def test_default_search_is_the_recipes_lr_and_weight_decay_pruned():
     spec = SearchSpec(recipe="fast")
     assert spec.space() == {"lr": [0.2, 0.4, 0.8, 1.6], "weight_decay": [0.000125, 0.00025, 0.0005, 0.001]}
     assert spec.pruner_name() == "halving" and spec.base_config().time_budget == 30
-    assert SearchSpec(grid="lr-wd-full").space() == spec.space() and SearchSpec(grid="lr-wd-full").pruner_name() == "none"
+    full = SearchSpec(grid="lr-wd-full")
+    assert full.space() == spec.space() and full.pruner_name() == "none"
     assert SearchSpec(recipe="fast", time_budget=5).base_config().time_budget == 5
 
 

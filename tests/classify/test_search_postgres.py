@@ -52,7 +52,8 @@ def postgres_url():
     def pg(*args):
         done = subprocess.run(args, cwd=root, capture_output=True, text=True, **as_user)
         if done.returncode:
-            log = open(os.path.join(root, "server.log")).read() if os.path.exists(os.path.join(root, "server.log")) else ""
+            log_file = os.path.join(root, "server.log")
+            log = open(log_file).read() if os.path.exists(log_file) else ""
             pytest.fail(f"{' '.join(args[:2])} failed ({done.returncode}): {done.stdout}{done.stderr}{log}")
 
     try:
