@@ -48,6 +48,7 @@ from optuna.trial import TrialState
 
 from ..devices import resolve_device
 from ..errors import CifarlabError
+from ..training.budget import BudgetEndedInFirstEpoch
 from .config import ClassifyConfig
 
 REPORT_GRID = "optimizer=adam;lr=0.001,0.002,0.0015,0.003;weight_decay=0,0.001,0.002,0.003,0.005,0.01"
@@ -262,11 +263,8 @@ def fit_and_score(config: ClassifyConfig, train_set, val_set, device: torch.devi
             trainer.train_epoch()
     except TrainingDiverged:
         return 0.0
-    except CifarlabError:
-        if not (trainer.epoch == 0 and trainer.out_of_time):
-            raise
-        # the budget ended inside the first epoch: an error for a training run, but a search rung
-        # is a short look by design, so score what the steps so far learned
+    except BudgetEndedInFirstEpoch:
+        pass  # an error for a training run, but a search rung is a short look by design: score what it learned
     return evaluate(model, val_set.images, val_set.labels, device, channels_last=config.channels_last)["accuracy"]
 
 

@@ -228,14 +228,17 @@ def predict_command(run_dir, images, top_k, device, as_json):
 @click.option("--recipe", default="fast", help=_recipe_help())
 @data_options
 @click.option("--grid", default=None,
-              help="Parameters to search: 'lr=0.001,0.002;weight_decay=0,0.001' (a grid: Optuna GridSampler) "
-                   "or ranges 'lr=1e-4..1e-1:log;weight_decay=0..0.01' (TPE, with --trials)  "
-                   "[default: the report's grid, lr 4 values x weight_decay 6 values].")
+              help="A preset (lr-wd: the recipe's lr x weight decay, pruned; lr-wd-full: the same points in "
+                   "full; report-adam: the report's 24-point Adam grid), a grid 'lr=0.1,0.2;weight_decay=0,1e-3' "
+                   "(GridSampler) or ranges 'lr=1e-3..1..log;weight_decay=0..1e-3' (TPE, with --trials)  "
+                   "[default: lr-wd].")
+@click.option("--pruner", type=click.Choice(["halving", "hyperband", "none"]), default=None,
+              help="Multi-fidelity pruning (Optuna's successive halving or Hyperband), or none  "
+                   "[default: the preset's; halving for a grid].")
 @click.option("--folds", type=int, default=3, show_default=True, help="k of k-fold cross-validation.")
-@click.option("--epochs", type=int, default=None, help="Epochs per trial and fold  [default: from the recipe's search "
-                                                         "default, see docs/classify.md].")
+@click.option("--epochs", type=int, default=None, help="Epoch cap per trial and fold  [default: the preset's].")
 @click.option("--time-budget", type=float, default=None,
-              help="Seconds of training per trial and fold  [default: none].")
+              help="Seconds of training per trial and fold  [default: the preset's, 30 s for lr-wd].")
 @click.option("--trials", type=int, default=30, show_default=True,
               help="Trials for ranges (TPE); grids run every point.")
 @click.option("--workers", type=int, default=1, show_default=True,
@@ -249,12 +252,12 @@ def predict_command(run_dir, images, top_k, device, as_json):
 @click.option("--out", default="runs/search", show_default=True,
               help="Folder for trials.csv, heatmap.png, report.md (and the journal).")
 @click.option("--quiet", is_flag=True, help="No per-trial output.")
-def search_command(recipe, data, data_root, grid, folds, epochs, time_budget, trials, workers, storage, study_name,
-                   seed, device, out, quiet):
+def search_command(recipe, data, data_root, grid, pruner, folds, epochs, time_budget, trials, workers, storage,
+                   study_name, seed, device, out, quiet):
     """k-fold cross-validated hyperparameter search with Optuna; interrupted searches resume from the storage."""
     from ..classify.search import SearchSpec, run_search
     spec = SearchSpec(recipe=recipe, data=data, data_root=data_root, grid=grid, folds=folds, epochs=epochs,
                       time_budget=time_budget, trials=trials, workers=workers, storage=storage,
-                      study_name=study_name, seed=seed, device=device, out=out)
+                      study_name=study_name, seed=seed, device=device, out=out, pruner=pruner)
     report = run_search(spec, quiet=quiet)
     click.echo(str(report))

@@ -47,11 +47,15 @@ class Limits:
         return f"limits: {self.epochs} epochs or {self.time_budget:g} s, whichever comes first"
 
 
+class BudgetEndedInFirstEpoch(CifarlabError):
+    """The budget ran out before one epoch finished (a search's short rung may accept that)."""
+
+
 def require_a_whole_epoch(steps_done: int, steps_per_epoch: int, seconds: float, time_budget: float) -> None:
     """The error for a budget that ended inside the first epoch (see the module docstring)."""
     if steps_done >= steps_per_epoch:
         return
     estimate = seconds * steps_per_epoch / max(1, steps_done)
-    raise CifarlabError(f"--time-budget {time_budget:g} s ended before the first epoch finished ({steps_done} of "
+    raise BudgetEndedInFirstEpoch(f"--time-budget {time_budget:g} s ended before the first epoch finished ({steps_done} of "
                         f"{steps_per_epoch} steps): nothing was saved; an epoch takes about {estimate:.3g} s here, "
                         f"so raise --time-budget")
