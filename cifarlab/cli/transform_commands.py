@@ -1,13 +1,10 @@
 """`cifarlab run` and `cifarlab transform ...`."""
 from __future__ import annotations
 
-import functools
-import sys
 from pathlib import Path
 
 import click
 
-from ..errors import CifarlabError
 from ..models import list_models, parse_model_args
 from ..pipeline import DEFAULT_PIPELINE
 from ..training.losses import LOSSES

@@ -162,7 +162,7 @@ def write_outputs(out: Path, state: dict) -> None:
     settings = state["settings"]
     header = ("| {first} | arguments | linear | parameters | PSNR | SSIM | cos ≥ 0.95 | time / epochs | exact operator |\n"
               "|---|---|---|---|---|---|---|---|---|")
-    lines = [f"# Learnability survey", "",
+    lines = ["# Learnability survey", "",
              f"Each step goes first, in front of the default pipeline `{DEFAULT_PIPELINE}`; the default model "
              f"trains {settings['time_budget']:g} s on `{settings['data']}` (seed {settings['seed']}); metrics on "
              f"the held-out images. Exact operator: the PSNR of the pipeline's probed affine operator, where the "
