@@ -115,7 +115,7 @@ def read_run_config(run_dir, config_cls):
 
 def resumed_config(run_dir, config_cls, changes: dict | None = None):
     """The saved config of `run_dir` with `changes` applied; only RESUMABLE settings may change."""
-    changes = {k: v for k, v in (changes or {}).items()}
+    changes = dict(changes or {})
     refused = [k for k in changes if k not in RESUMABLE]
     if refused:
         flags = ", ".join("--" + k.replace("_", "-") for k in refused)

@@ -109,11 +109,6 @@ def run_command(ctx, bench, bench_images, **options):
     click.echo(str(run_dir))
 
 
-def _model_file(path: str) -> Path:
-    from .. import model_file
-    return model_file(path)
-
-
 @transform.command("eval")
 @click.argument("run_dir")
 @data_options
@@ -129,7 +124,8 @@ def eval_command(run_dir, data, data_root, split, device):
     from ..pipeline import Pipeline, ground_truth
     from ..transform.artifact import build_from_checkpoint, read_checkpoint
 
-    ckpt = read_checkpoint(_model_file(run_dir))
+    from .. import model_file
+    ckpt = read_checkpoint(model_file(run_dir))
     model = build_from_checkpoint(ckpt)
     images = load_images(data, split, data_root)
     x = images.float()

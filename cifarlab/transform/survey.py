@@ -93,21 +93,21 @@ def exact_psnr(pipeline: Pipeline, inputs: torch.Tensor, targets: torch.Tensor) 
     return fidelity(out.float(), targets)["psnr"]
 
 
-def _row(item: SurveyItem, run_dir: Path) -> dict:
+def _row(item: SurveyItem, run_dir: Path, x_val: torch.Tensor) -> dict:
+    """The table row of a finished run, scored again on the survey's held-out images `x_val`
+    (loaded once for the whole survey; each pipeline's ground truth is cheap on them)."""
     from .. import load
-    from .data import prepare_data
+    from ..pipeline import ground_truth
     metrics = read_json(run_dir / "metrics.json")
-    config = TransformConfig.from_dict(read_json(run_dir / "config.json"), str(run_dir / "config.json"))
-    data = prepare_data(config.data, Pipeline.parse(config.pipeline), config.data_root, config.val_fraction,
-                        config.seed)
-    x_val, y_val = data.split("val")
+    pipeline = Pipeline.parse(item.pipeline)
+    y_val = ground_truth(x_val, pipeline, cache=False)
     samples = {"input": x_val[:3], "truth": y_val[:3], "model": predict(load(run_dir), x_val[:3])}
     torch_save(samples, run_dir / "survey-samples.pt")
     return {"table": item.table, "name": item.name, "arguments": item.arguments, "pipeline": item.pipeline,
             "linear": bool(metrics["pipeline_is_linear"]), "parameters": metrics["parameters"],
             "psnr": float(metrics["psnr"]), "ssim": metrics["ssim"], "cosine_accuracy": metrics["cosine_accuracy"],
             "seconds": metrics["train_seconds"], "epochs": metrics["epochs"],
-            "exact_psnr": exact_psnr(data.pipeline, x_val, y_val), "run": run_dir.name}
+            "exact_psnr": exact_psnr(pipeline, x_val, y_val), "run": run_dir.name}
 
 
 def run_survey(data: str, out, time_budget: float, steps: str = "all", chains: bool = True, seed: int = 0,
@@ -125,6 +125,7 @@ def run_survey(data: str, out, time_budget: float, steps: str = "all", chains: b
             raise CifarlabError(f"{str(out)!r} holds a survey with other settings ({state.get('settings')}); "
                                 f"choose another --out")
         done = {(r["table"], r["name"]) for r in state["rows"]}
+        x_val = heldout_inputs(data, data_root, seed)
         for number, item in enumerate(items):
             if (item.table, item.name) in done:
                 continue
@@ -148,10 +149,18 @@ def run_survey(data: str, out, time_budget: float, steps: str = "all", chains: b
                                               "pipeline": item.pipeline, "error": str(e)})
                         write_json(state_path, state)
                         continue
-            state["rows"].append(_row(item, run_dir))
+            state["rows"].append(_row(item, run_dir, x_val))
             write_json(state_path, state)
         write_outputs(out, state)
     return out / "survey.md"
+
+
+def heldout_inputs(data: str, data_root, seed: int) -> torch.Tensor:
+    """The held-out images every survey run is scored on: the runs' own validation split."""
+    from ..data import load_images, validation_split
+    pool = load_images(data, "train", data_root)
+    _, val = validation_split(len(pool), TransformConfig.val_fraction, seed)
+    return pool.images[val].float().div(255)
 
 
 def _slug(text: str) -> str:
