@@ -68,7 +68,7 @@ def finish_run(run_dir: Path, model, data, config, history, stop_reason, elapsed
         "train_images": len(data.train_index), "val_images": len(data.val_index),
         "epochs": len(history), "train_seconds": elapsed, "stopped_by": stop_reason,
         "train_images_per_second": images_seen / max(elapsed, 1e-9),
-        "inference_images_per_second": scores["inference_images_per_second"], "tta": config.tta,
+        "inference_images_per_second": scores["inference_images_per_second"], "tta": tta_views(config),
         "confusion": scores["confusion"], **meta,
     }
     model.cpu()
@@ -87,6 +87,14 @@ def finish_run(run_dir: Path, model, data, config, history, stop_reason, elapsed
         print(f"{eval_name} accuracy {scores['accuracy']:.2%} on {scores['images']} images — {len(history)} epochs in "
               f"{elapsed:.1f}s ({stop_reason}); report: {run_dir / 'report.md'}", file=sys.stderr)
     return metrics
+
+
+def tta_views(config) -> str | None:
+    """What the scores average over: None, the flip pair, or airbench's six flip+translate views."""
+    if not config.tta:
+        return None
+    shift = config.model_args.get("tta_translate", 0)
+    return f"mirror + {shift} px translate, 6 views" if shift else "mirror, 2 views"
 
 
 def reproduce_command(config) -> str:
@@ -111,6 +119,7 @@ def reproduce_command(config) -> str:
 
 def write_report(run_dir: Path, metrics: dict, config) -> Path:
     per_class = " | ".join(f"{name} {acc:.0%}" for name, acc in metrics["per_class_accuracy"].items())
+    tta_note = f" (test-time augmentation: {metrics['tta']})" if metrics["tta"] else ""
     lines = [
         f"# cifarlab classify run: recipe `{config.recipe}`, model `{config.model}`", "",
         f"Data: {metrics['data']} — {metrics['train_images']} training, {metrics['val_images']} validation images "
@@ -124,7 +133,7 @@ def write_report(run_dir: Path, metrics: dict, config) -> Path:
         f"| training throughput | {metrics['train_images_per_second']:.0f} images/s on {metrics['device']}"
         f" x {metrics['processes']} |",
         f"| inference throughput | {metrics['inference_images_per_second']:.0f} images/s"
-        f"{' (with flip TTA)' if metrics['tta'] else ''} |",
+        f"{tta_note} |",
         f"| export | {metrics['export']} |", "",
         f"Per class: {per_class}", "",
         "## Settings", "",
