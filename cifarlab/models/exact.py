@@ -4,8 +4,15 @@ A linear (affine) pipeline is y = A·x + b. Probing it with the C·H·W one-hot 
 the zero image gives b. When A is separable (rows, columns and channels act independently,
 as for resize / crop / pad / blur / flips / grayscale), it factors as
 A[o,y,x,c,i,j] = M[o,c]·L[y,i]·R[x,j], found by two rank-1 SVDs (nearest Kronecker product).
+
+Any linear pipeline of the registry factors as channels x space: A = M ⊗ S, with S the
+(H_out·W_out x H·W) spatial operator. S rearranged to (H_out·H) x (W_out·W) has the SVD
+Σ σ_k u_k v_kᵀ, that is S = Σ σ_k L_k ⊗ R_k (Van Loan–Pitsianis): `kronecker_plan` takes the
+fewest terms that reach float precision, or the dense S where that costs less work (rotations).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -68,3 +75,167 @@ def exact_separable_net(pipeline: Pipeline, in_shape=(3, 32, 32), tol: float = 1
         net.right.copy_(right.unsqueeze(0))
         net.bias.copy_(b.mean((1, 2), keepdim=True))
     return net
+
+
+# Relative (Frobenius) error of the spatial operator counted as exact: far below what float32
+# weights resolve (~1e-7), so the network's outputs are off by float32 rounding only.
+EXACT_TOL = 1e-6
+MAX_RANK = 64                  # SeparableNet's own limit
+DENSE_LIMIT = 1 << 22          # weights of a dense spatial operator (16 MB in float32): 64x64 from 32x32
+PROBE_LIMIT = 1 << 22          # entries of a probed spatial operator; beyond, no plan (the SVD gets slow)
+
+
+@dataclass
+class SpatialPlan:
+    """How a SeparableNet holds a probed spatial operator: `rank` Kronecker terms, or dense."""
+    operator: torch.Tensor     # (ho·wo, h·w) float64
+    shape: tuple[int, int, int, int]  # ho, wo, h, w
+    transpose: bool
+    rank: int | None           # None: dense
+    needed_rank: int | None    # fewest terms reaching EXACT_TOL; None: more than were worth looking for
+    error: float               # relative error of the chosen form
+    looked: int = 0            # how many terms were looked for
+    left: torch.Tensor | None = None   # (rank, ho, h)
+    right: torch.Tensor | None = None  # (rank, wo, w)
+
+    @property
+    def exact(self) -> bool:
+        return self.error <= EXACT_TOL
+
+    def model_kwargs(self) -> dict:
+        if self.rank is None:
+            return {"dense": True, "transpose": False, "rank": 1}
+        return {"rank": self.rank, "transpose": self.transpose, "dense": False}
+
+    def describe(self) -> str:
+        form = "a dense spatial operator" if self.rank is None else f"rank {self.rank}"
+        if self.exact:
+            return f"{form} holds the probed spatial operator (relative error {self.error:.0e})"
+        return f"{form} is off by {self.error:.1e} (relative) from the probed spatial operator, which {self.needs()}"
+
+    def needs(self) -> str:
+        if self.needed_rank is None:
+            return f"needs more than {self.looked} Kronecker terms (rank)"
+        return f"needs rank {self.needed_rank}"
+
+    def load_spatial(self, net: SeparableNet) -> None:
+        """Copies the spatial operator into the net (mix and bias are left alone)."""
+        with torch.no_grad():
+            if net.dense:
+                net.spatial.copy_(self.operator)
+            else:
+                net.left.copy_(self.left)
+                net.right.copy_(self.right)
+
+
+def kronecker_plan(operator: torch.Tensor, shape, transpose: bool = False, rank: int | None = None) -> SpatialPlan:
+    """The cheapest sepnet form of a spatial operator (ho·wo, h·w) that reaches float precision:
+    the fewest Kronecker terms, unless the dense matrix is less work; `rank` forces a rank."""
+    ho, wo, h, w = shape
+    op = operator.view(ho, wo, h, w)
+    if transpose:  # the network transposes its input before the row and column products
+        op, h, w = op.transpose(-1, -2), w, h
+    rearranged = op.permute(0, 2, 1, 3).reshape(ho * h, wo * w)
+    dense_work, term_work = ho * wo * h * w, ho * h * w + ho * w * wo
+    # Beyond `worth` terms the dense matrix is less work (unless it is too big to hold).
+    worth = MAX_RANK if dense_work > DENSE_LIMIT else min(MAX_RANK, dense_work // term_work)
+    u, sigma, vt, tail = _leading_terms(rearranged, max(rank or 0, worth, 1))
+    fits = (tail <= EXACT_TOL).nonzero()
+    needed = int(fits[0]) + 1 if len(fits) else None
+    if rank is None and (needed is not None and needed <= worth or dense_work > DENSE_LIMIT):
+        rank = min(needed or MAX_RANK, len(tail))
+    if rank is None:
+        return SpatialPlan(operator.reshape(ho * wo, -1).clone(), shape, False, None, needed, 0.0, len(tail))
+    root = sigma[:rank].sqrt()
+    left = (u[:, :rank] * root).t().reshape(rank, ho, h)
+    right = (vt[:rank].t() * root).t().reshape(rank, wo, w)
+    error = float(tail[rank - 1])
+    return SpatialPlan(operator.reshape(ho * wo, -1).clone(), shape, transpose, rank, needed, error, len(tail),
+                       left, right)
+
+
+def _leading_terms(m: torch.Tensor, count: int):
+    """The leading `count` singular triplets of m and, for each r, the relative error of keeping
+    r terms. A randomized range finder (one power step), then the SVD of a small matrix: LAPACK's
+    SVD of the whole (mostly rank-1) matrix takes seconds to tens of seconds on two cores."""
+    count = min(count, *m.shape)
+    sketch = torch.randn(m.shape[1], min(count + 8, *m.shape), generator=torch.Generator().manual_seed(0),
+                         dtype=m.dtype)
+    q = torch.linalg.qr(m @ (m.t() @ torch.linalg.qr(m @ sketch).Q)).Q
+    small = q.t() @ m
+    total = m.norm().clamp_min(1e-300)
+    rest = (m - q @ small).norm()                      # what the sketch missed
+    u, sigma, vt = torch.linalg.svd(small, full_matrices=False)
+    kept = (sigma ** 2).flip(0).cumsum(0).flip(0)      # kept[k]: what terms k, k+1, ... hold
+    tail = (torch.cat([kept[1:], kept.new_zeros(1)]) + rest ** 2).sqrt() / total
+    return q @ u[:, :count], sigma[:count], vt[:count], tail[:count]
+
+
+def spatial_operator(pipeline: Pipeline, in_hw=(32, 32), step: float = 1e-3) -> torch.Tensor:
+    """The (ho·wo, h·w) operator of the pipeline's spatial steps on one channel, as their
+    derivative at a mid-grey image (float64 differences), so that steps which clamp
+    (adjust_sharpness) are seen through their linear part."""
+    h, w = in_hw
+    n = h * w
+    grey = torch.full((1, 1, h, w), 0.5, dtype=torch.float64)
+    with torch.inference_mode():
+        base = pipeline(grey)
+        columns = torch.cat([pipeline(grey + step * torch.eye(n, dtype=torch.float64)[i:i + 256].view(-1, 1, h, w))
+                             for i in range(0, n, 256)]) - base
+    return (columns / step).reshape(n, -1).t().contiguous()
+
+
+@dataclass
+class LinearPlan:
+    """A linear pipeline as sepnet weights: channel mix ⊗ spatial plan, and a bias per channel."""
+    mix: torch.Tensor          # (co, c)
+    spatial: SpatialPlan
+    bias: torch.Tensor         # (co,)
+    error: float               # relative error of channels ⊗ space and of the per-channel bias
+
+    def build(self, in_shape, out_shape, **kwargs) -> SeparableNet:
+        net = SeparableNet(in_shape, out_shape, **(kwargs | self.spatial.model_kwargs()))
+        self.load(net)
+        return net
+
+    def load(self, net: SeparableNet) -> None:
+        self.spatial.load_spatial(net)
+        with torch.no_grad():
+            net.mix.copy_(self.mix.repeat_interleave(net.rank, dim=0))
+            net.bias.copy_(self.bias.view(-1, 1, 1))
+
+
+def operator_fits(in_shape, out_shape) -> bool:
+    """Whether probing is affordable: the spatial operator's entries under PROBE_LIMIT."""
+    return out_shape[1] * out_shape[2] * in_shape[1] * in_shape[2] <= PROBE_LIMIT
+
+
+def linear_plan(pipeline: Pipeline, in_shape=(3, 32, 32), rank: int | None = None) -> LinearPlan:
+    """The probed operator of a linear pipeline split into channels ⊗ space (one small
+    eigenproblem on the channel pairs' Gram matrix), then `kronecker_plan` for the space."""
+    a, b = probe_operator(pipeline, in_shape)
+    c, h, w = in_shape
+    co, ho, wo = b.shape
+    pairs = a.view(co, ho * wo, c, h * w).permute(0, 2, 1, 3).reshape(co * c, -1)
+    values, vectors = torch.linalg.eigh(pairs @ pairs.t())
+    mix = vectors[:, -1]
+    space = mix @ pairs
+    total = pairs.norm().clamp_min(1e-300)
+    error = float((pairs - torch.outer(mix, space)).norm() / total)
+    bias = b.mean((1, 2))
+    error = max(error, float((b - bias.view(-1, 1, 1)).norm() / max(float(b.norm()), 1.0)))
+    plan = kronecker_plan(space.view(ho * wo, h * w), (ho, wo, h, w), pipeline.transposes, rank)
+    return LinearPlan(mix.view(co, c), plan, bias, error)
+
+
+def spatial_plan(pipeline: Pipeline, in_shape=(3, 32, 32), rank: int | None = None) -> SpatialPlan | None:
+    """The plan for the spatial steps of a non-linear pipeline (`Pipeline.spatial_part`), or None
+    when it has none or its operator is too big to probe."""
+    part = pipeline.spatial_part()
+    if part is None:
+        return None
+    h, w = in_shape[1:]
+    ho, wo = part.output_shape((1, h, w))[1:]
+    if not operator_fits(in_shape, (1, ho, wo)):
+        return None
+    return kronecker_plan(spatial_operator(part, (h, w)), (ho, wo, h, w), pipeline.transposes, rank)

@@ -49,6 +49,12 @@ class Pipeline:
         """True when a step needs each image's minimum and maximum (autocontrast)."""
         return any(step.spec.uses_extremes for step in self.steps)
 
+    def spatial_part(self) -> "Pipeline | None":
+        """The steps that move or mix pixels (resize, rotate, blur...), without the per-pixel ones:
+        the part a SeparableNet holds in its row/column (or dense) operator. None if there is none."""
+        steps = tuple(step for step in self.steps if step.spec.spatial)
+        return Pipeline(steps) if steps else None
+
     def output_shape(self, input_shape=(3, 32, 32)) -> tuple[int, int, int]:
         probe = torch.zeros(1, *input_shape)
         try:

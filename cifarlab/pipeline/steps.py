@@ -42,6 +42,7 @@ class StepSpec:
     transform: Callable[..., object] | None = None  # builds the v2 transform object, where one exists
     transposes: Callable[[dict], bool] = field(default=lambda kw: False)
     uses_extremes: bool = False  # the output depends on each image's min/max (autocontrast)
+    spatial: bool = False  # moves or mixes pixels, the same way in every channel (the rest act per pixel)
 
 
 @dataclass(frozen=True)
@@ -66,11 +67,11 @@ class Step:
         return functools.partial(self.spec.apply, **self.kwargs) if self.kwargs else self.spec.apply
 
 
-def register_step(name, usage, transform=None, transposes=None, uses_extremes=False):
+def register_step(name, usage, transform=None, transposes=None, uses_extremes=False, spatial=False):
     def wrap(parse_and_apply):
         parse, apply = parse_and_apply()
         STEPS[name] = StepSpec(name, parse, apply, usage, transform,
-                               transposes or (lambda kw: False), uses_extremes)
+                               transposes or (lambda kw: False), uses_extremes, spatial)
         return parse_and_apply
     return wrap
 
@@ -129,7 +130,7 @@ def _interp(text: str) -> InterpolationMode:
 
 # ---- the steps ----------------------------------------------------------------
 
-@register_step("resize", "resize:HxW[:bilinear|nearest|bicubic] (antialiased)",
+@register_step("resize", "resize:HxW[:bilinear|nearest|bicubic] (antialiased)", spatial=True,
                transform=lambda size, interpolation: v2.Resize(size, interpolation=interpolation, antialias=True))
 def _resize():
     def parse(args):
@@ -139,7 +140,7 @@ def _resize():
     return parse, lambda x, size, interpolation: F.resize(x, size, interpolation=interpolation, antialias=True)
 
 
-@register_step("center_crop", "center_crop:HxW", transform=lambda size: v2.CenterCrop(size))
+@register_step("center_crop", "center_crop:HxW", spatial=True, transform=lambda size: v2.CenterCrop(size))
 def _center_crop():
     def parse(args):
         _expect(args, 1, 1)
@@ -147,7 +148,7 @@ def _center_crop():
     return parse, lambda x, size: F.center_crop(x, size)
 
 
-@register_step("pad", "pad:N or pad:LxTxRxB [:constant|edge|reflect|symmetric]",
+@register_step("pad", "pad:N or pad:LxTxRxB [:constant|edge|reflect|symmetric]", spatial=True,
                transform=lambda padding, padding_mode: v2.Pad(padding, padding_mode=padding_mode))
 def _pad():
     def parse(args):
@@ -181,17 +182,17 @@ def _no_args(fn):
     return parse, fn
 
 
-@register_step("hflip", "hflip")
+@register_step("hflip", "hflip", spatial=True)
 def _hflip():
     return _no_args(F.hflip)
 
 
-@register_step("vflip", "vflip")
+@register_step("vflip", "vflip", spatial=True)
 def _vflip():
     return _no_args(F.vflip)
 
 
-@register_step("rotate", "rotate:DEGREES[:nearest|bilinear] (counter-clockwise, same size)",
+@register_step("rotate", "rotate:DEGREES[:nearest|bilinear] (counter-clockwise, same size)", spatial=True,
                transform=lambda angle, interpolation: v2.RandomRotation((angle, angle), interpolation=interpolation),
                transposes=lambda kw: kw["angle"] % 180 == 90)
 def _rotate():
@@ -203,7 +204,7 @@ def _rotate():
     return parse, lambda x, angle, interpolation: F.rotate(x, angle, interpolation=interpolation)
 
 
-@register_step("gaussian_blur", "gaussian_blur:KERNEL[:SIGMA] (odd kernel)",
+@register_step("gaussian_blur", "gaussian_blur:KERNEL[:SIGMA] (odd kernel)", spatial=True,
                transform=lambda kernel_size, sigma: v2.GaussianBlur(kernel_size, sigma=sigma))
 def _gaussian_blur():
     def parse(args):
@@ -218,8 +219,8 @@ def _gaussian_blur():
     return parse, lambda x, kernel_size, sigma: F.gaussian_blur(x, kernel_size, sigma)
 
 
-def _factor_step(name, fn, what, low=0.0, high=None):
-    @register_step(name, f"{name}:{what.upper()}")
+def _factor_step(name, fn, what, low=0.0, high=None, spatial=False):
+    @register_step(name, f"{name}:{what.upper()}", spatial=spatial)
     def _make():
         def parse(args):
             _expect(args, 1, 1)
@@ -235,7 +236,7 @@ def _factor_step(name, fn, what, low=0.0, high=None):
 _factor_step("adjust_brightness", F.adjust_brightness, "brightness_factor", high=100.0)
 _factor_step("adjust_contrast", F.adjust_contrast, "contrast_factor", high=100.0)
 _factor_step("adjust_saturation", F.adjust_saturation, "saturation_factor", high=100.0)
-_factor_step("adjust_sharpness", F.adjust_sharpness, "sharpness_factor", high=100.0)
+_factor_step("adjust_sharpness", F.adjust_sharpness, "sharpness_factor", high=100.0, spatial=True)
 _factor_step("adjust_hue", F.adjust_hue, "hue_factor", low=-0.5, high=0.5)
 _factor_step("solarize", F.solarize, "threshold", low=0.0, high=1.0)
 

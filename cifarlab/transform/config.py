@@ -13,7 +13,11 @@ from ..training.loggers import LOGGERS
 from ..training.budget import Limits
 from ..training.losses import LOSSES
 
-SCHEDULES = ("none", "cosine", "plateau")
+SCHEDULES = ("auto", "none", "cosine", "plateau")
+# The schedule of a run whose only limit is the clock (--time-budget without --epochs), chosen
+# by held-out PSNR in 60 s runs (docs/transform-learnability.md); other runs keep a constant rate.
+BUDGET_SCHEDULE = "plateau"
+INITS = ("auto", "random", "exact")
 DEFAULT_EPOCHS, DEFAULT_PATIENCE = 100, 5
 MONITORS = ("val", "train")
 
@@ -26,13 +30,13 @@ class TransformConfig(RunConfig):
     pipeline: str = DEFAULT_PIPELINE
     model: str = "sepnet"
     model_args: dict = field(default_factory=dict)
-    init: str = "random"                # random | exact (linear pipelines: the probed operator)
+    init: str = "random"                # auto | random | exact (auto: the probed operator where sepnet holds it)
     loss: str = "mse"
     lr: float = 1e-3
     batch_size: int = 32
     epochs: int | None = None          # None: DEFAULT_EPOCHS, or no cap under --time-budget (training.budget)
     time_budget: float | None = None    # seconds of training, across resumes
-    schedule: str = "none"
+    schedule: str = "auto"              # auto: BUDGET_SCHEDULE under a clock-only budget, else none
     patience: int | None = None        # None: DEFAULT_PATIENCE, or off under --time-budget
     min_delta: float = 0.0
     monitor: str = "val"
@@ -58,7 +62,7 @@ class TransformConfig(RunConfig):
         need(0 < self.val_fraction < 1, f"--val-fraction must be between 0 and 1, got {self.val_fraction}")
         need(self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r}; valid: {', '.join(SCHEDULES)}")
         need(self.monitor in MONITORS, f"--monitor must be one of {', '.join(MONITORS)}, got {self.monitor!r}")
-        need(self.init in ("random", "exact"), f"--init must be random or exact, got {self.init!r}")
+        need(self.init in INITS, f"--init must be one of {', '.join(INITS)}, got {self.init!r}")
         need(self.loss in LOSSES, f"unknown loss {self.loss!r}; valid losses: {', '.join(LOSSES)}")
         need(self.logger in LOGGERS, f"unknown logger {self.logger!r}; valid loggers: {', '.join(LOGGERS)}")
         model_builder(self.model)       # unknown names fail here, before any data is loaded
@@ -67,6 +71,12 @@ class TransformConfig(RunConfig):
 
     def limits(self) -> Limits:
         return Limits.of(self.epochs, self.time_budget, DEFAULT_EPOCHS)
+
+    def resolved_schedule(self) -> str:
+        """--schedule, with auto settled: a budgeted run must lower its rate before the clock ends."""
+        if self.schedule != "auto":
+            return self.schedule
+        return BUDGET_SCHEDULE if self.limits().clock_only else "none"
 
     def early_stopping_patience(self) -> int | None:
         """--patience when given; otherwise off for a budgeted run (it spends its budget), else 5."""

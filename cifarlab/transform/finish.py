@@ -29,7 +29,7 @@ def finish_run(run_dir: Path, net, data, config, history, stop_reason, elapsed, 
         "pipeline": data.pipeline.spec, "model": config.model, "data": data.images.name,
         "parameters": sum(p.numel() for p in net.parameters()),
         "train_images": len(data.train_index), "heldout_images": len(data.val_index),
-        "epochs": len(history), "best_epoch": best["epoch"], "train_seconds": elapsed,
+        "epochs": sum(r["epoch"] > 0 for r in history), "best_epoch": best["epoch"], "train_seconds": elapsed,
         "stopped_by": stop_reason, "pipeline_is_linear": data.pipeline.is_linear(data.in_shape),
     }
     net.cpu()

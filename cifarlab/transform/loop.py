@@ -27,7 +27,7 @@ from ..errors import CifarlabError
 from ..io import torch_save, write_json
 from ..runs import RunFolder, config_to_resume
 from ..models import create_model
-from ..models.exact import exact_separable_net
+from ..models.exact import EXACT_TOL, LinearPlan, SpatialPlan, linear_plan, operator_fits, spatial_plan
 from ..pipeline import Pipeline
 from ..training import EarlyStopping, RunLogger, build_loss
 from ..training.budget import require_a_whole_epoch
@@ -48,12 +48,17 @@ class TrainingDiverged(CifarlabError):
     pass
 
 
-def model_kwargs_for(config: TransformConfig, pipeline: Pipeline, in_shape) -> dict:
+def model_kwargs_for(config: TransformConfig, pipeline: Pipeline, in_shape, plan=None) -> dict:
     """The default model's shape follows the pipeline unless --model-args says otherwise:
-    linear pipelines get the purely linear network, quarter turns the transposed one."""
+    linear pipelines get the purely linear network, quarter turns the transposed one, and the
+    probed operator (`operator_plan`) sets the rank, or a dense spatial operator."""
     kwargs = dict(config.model_args)
     if config.model == "sepnet":
         kwargs.setdefault("hidden", 0 if pipeline.is_linear(in_shape) else 16)
+        spatial = plan.spatial if isinstance(plan, LinearPlan) else plan
+        if spatial is not None and not kwargs.get("dense"):
+            for key, value in spatial.model_kwargs().items():
+                kwargs.setdefault(key, value)
         kwargs.setdefault("transpose", pipeline.transposes)
         if kwargs["hidden"]:
             # ReLU, recorded in the checkpoint: on two non-linear pipelines it reached 2.9-3.2 dB more than GELU
@@ -66,14 +71,53 @@ def model_kwargs_for(config: TransformConfig, pipeline: Pipeline, in_shape) -> d
     return kwargs
 
 
-def build_net(config: TransformConfig, data: TransformData) -> tuple[torch.nn.Module, dict]:
-    kwargs = model_kwargs_for(config, data.pipeline, data.in_shape)
-    if config.init == "exact":
-        if config.model != "sepnet" or kwargs.get("hidden") or kwargs.get("rank", 1) != 1:
-            raise CifarlabError("--init exact needs --model sepnet on a linear pipeline (hidden=0, rank=1)")
-        return exact_separable_net(data.pipeline, data.in_shape), kwargs
+def operator_plan(config: TransformConfig, pipeline: Pipeline, in_shape, out_shape) -> LinearPlan | SpatialPlan | None:
+    """What probing the pipeline says about the sepnet it needs: for a linear pipeline its whole
+    operator (channels ⊗ space), otherwise the operator of its spatial steps; None for other
+    models or operators too big to probe. Refuses, before any training, what sepnet cannot hold."""
+    if config.model != "sepnet" or not operator_fits(in_shape, out_shape):
+        return None
+    rank = config.model_args.get("rank")
+    rank = rank if isinstance(rank, int) and not isinstance(rank, bool) and 1 <= rank <= 64 else None
+    if pipeline.is_linear(in_shape):
+        plan = linear_plan(pipeline, in_shape, rank)
+        if plan.error > EXACT_TOL:
+            raise CifarlabError(
+                f"pipeline {pipeline.spec!r} is linear but sepnet cannot hold it (off by {plan.error:.1e}): it adds "
+                f"a bias that varies across the image, e.g. normalize before rotate or pad fills the border with "
+                f"0, not with the shifted value; put normalize after the steps that move pixels, or use another --model")
+        spatial = plan.spatial
+    else:
+        plan = spatial = spatial_plan(pipeline, in_shape, rank)
+    if rank is not None and spatial is not None and not spatial.exact and not config.model_args.get("dense"):
+        raise CifarlabError(
+            f"--model-args rank={rank} cannot hold {pipeline.spec!r}: its spatial operator {spatial.needs()} to reach "
+            f"float precision (rank {rank} is off by {spatial.error:.1e} relative); drop rank from --model-args "
+            f"and the trainer picks the form (dense where that is less work), or give dense=true")
+    return plan
+
+
+def build_net(config: TransformConfig, data: TransformData) -> tuple[torch.nn.Module, dict, bool, list[str]]:
+    """The network, its kwargs, whether it starts at the pipeline's exact operator, and notes
+    for the run's output (an operator the network can only approximate)."""
+    plan = operator_plan(config, data.pipeline, data.in_shape, data.out_shape)
+    kwargs = model_kwargs_for(config, data.pipeline, data.in_shape, plan)
+    notes = []
+    spatial = plan.spatial if isinstance(plan, LinearPlan) else plan
+    if spatial is not None and not spatial.exact and not kwargs.get("dense"):
+        notes.append(spatial.describe())
+    init = config.init
+    if init == "exact" and not isinstance(plan, LinearPlan):
+        raise CifarlabError("--init exact needs --model sepnet on a linear pipeline (hidden=0) whose operator "
+                            "can be probed (outputs up to 64x64)")
+    if init == "auto":
+        init = "exact" if isinstance(plan, LinearPlan) and not kwargs.get("hidden") else "random"
+    if init == "exact" and kwargs.get("hidden"):
+        raise CifarlabError("--init exact needs the purely linear sepnet (hidden=0 in --model-args)")
     net = create_model(config.model, in_shape=data.in_shape, out_shape=data.out_shape, **kwargs)
-    return net, kwargs
+    if init == "exact":
+        plan.load(net)
+    return net, kwargs, init == "exact", notes
 
 
 def default_run_dir(model: str) -> Path:
@@ -82,7 +126,7 @@ def default_run_dir(model: str) -> Path:
 
 def _make_scheduler(config: TransformConfig, optimizer):
     """Plateau only: cosine is set step by step in the loop, following the clock under --time-budget."""
-    if config.schedule == "plateau":
+    if config.resolved_schedule() == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.3, patience=2)
     return None
 
@@ -141,7 +185,7 @@ def _train(config, run_dir, resuming, device, quiet) -> Path:
     pipeline = Pipeline.parse(config.pipeline)
     loss_fn = build_loss(config.loss).to(device)
     data = prepare_data(config.data, pipeline, config.data_root, config.val_fraction, config.seed)
-    net, model_kwargs = build_net(config, data)
+    net, model_kwargs, at_operator, notes = build_net(config, data)
     net.to(device)
 
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
@@ -179,6 +223,8 @@ def _train(config, run_dir, resuming, device, quiet) -> Path:
               f"{data.images.name} ({len(x_train)} train / {len(x_val)} held-out images), device {device}; "
               f"{limits.describe()}" + (f", early stopping after {patience} epochs without improvement"
                                         if patience else ""), file=sys.stderr)
+        for note in notes:
+            print(f"cifarlab: note: {note}", file=sys.stderr)
 
     def save_state(epoch: int) -> None:
         torch_save({"model": net.state_dict(), "optimizer": optimizer.state_dict(),
@@ -187,11 +233,29 @@ def _train(config, run_dir, resuming, device, quiet) -> Path:
                     "elapsed": elapsed, "generator": generator.get_state()}, run_dir / "last.pt")
 
     steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
+    schedule = config.resolved_schedule()
+    if at_operator and not resuming:
+        # The network holds the probed operator to float precision: Adam's steps can only add noise,
+        # so the run is scored as it stands (epoch 0) and ends there.
+        row = {"epoch": 0, "train_loss": mean_loss(net, loss_fn, x_train, y_train, device),
+               "val_loss": mean_loss(net, loss_fn, x_val, y_val, device), "lr": config.lr, "time": 0.0}
+        history.append(row)
+        monitored = row["val_loss"] if config.monitor == "val" else row["train_loss"]
+        stopper.step(monitored)
+        best_state = copy.deepcopy(net.state_dict())
+        save_checkpoint(run_dir / "model.pt", checkpoint(net=net, epoch=0, best_loss=monitored, **ckpt_info))
+        save_state(-1)
+        if not quiet:
+            print(f"epoch    0  train {row['train_loss']:.3e}  val {row['val_loss']:.3e}* (the probed operator)",
+                  file=sys.stderr)
     stop_reason, epoch = "epochs", start_epoch - 1
     started = time.perf_counter() - elapsed
     out_of_time = config.time_budget is not None and elapsed >= config.time_budget
     try:
         for epoch in itertools.count(start_epoch):
+            if at_operator:
+                stop_reason = "the exact operator (probed before training: more training only adds noise)"
+                break
             if out_of_time:
                 stop_reason = "time budget"
                 break
@@ -204,7 +268,7 @@ def _train(config, run_dir, resuming, device, quiet) -> Path:
             bar = tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch + 1}/{limits.epochs or '-'}",
                        leave=False, disable=quiet or None, unit="batch")
             for i in bar:
-                if config.schedule == "cosine":
+                if schedule == "cosine":
                     done = run_progress(epoch * steps_per_epoch + i // config.batch_size,
                                         limits.planned_steps(steps_per_epoch), time.perf_counter() - started,
                                         config.time_budget)
