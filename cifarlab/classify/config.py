@@ -11,7 +11,9 @@ from ..training.budget import Limits
 
 OPTIMIZERS = ("adam", "adamw", "sgd")          # sgd is always Nesterov
 SCHEDULES = ("none", "plateau", "onecycle", "cosine")
+SHIFT_PARAMS = ("1-d", "batchnorm")            # what --bias-lr-scale speeds up
 DEFAULT_EPOCHS = 30
+METHOD_SETTINGS = ("final_lr", "shift_params", "whiten_bias_epochs", "lookahead")   # newer than some runs
 
 
 @dataclass
@@ -34,6 +36,11 @@ class ClassifyConfig(RunConfig):
     time_budget: float | None = None    # seconds of training steps (evaluation excluded), across resumes
     schedule: str = "onecycle"          # onecycle and cosine follow the clock when --time-budget is set
     warmup: float = 0.2                 # onecycle: share of the run spent warming up
+    final_lr: float = 0.0               # onecycle ends at this share of --lr (airbench94: 0.07)
+    shift_params: str = "1-d"           # what learns bias_lr_scale x faster: every 1-D parameter, or only
+    #                                     BatchNorm shifts ("batchnorm", airbench's split)
+    whiten_bias_epochs: int | None = None  # fastnet's whitening bias learns this many epochs, then stops
+    lookahead: bool = False             # airbench's lookahead: a slow copy of the weights (trainer.Lookahead)
     label_smoothing: float = 0.2
     augment: str = "crop:2,flip"        # see augment.py
     tta: bool = True                    # average the logits of the image and its mirror
@@ -61,6 +68,11 @@ class ClassifyConfig(RunConfig):
              f"--time-budget must be a positive number of seconds, got {self.time_budget}")
         need(0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         need(0 <= self.warmup < 1, f"--warmup must be in [0, 1), got {self.warmup}")
+        need(0 <= self.final_lr < 1, f"--final-lr must be in [0, 1), got {self.final_lr}")
+        need(self.shift_params in SHIFT_PARAMS,
+             f"shift_params must be one of {', '.join(SHIFT_PARAMS)}, got {self.shift_params!r}")
+        need(self.whiten_bias_epochs is None or self.whiten_bias_epochs >= 0,
+             f"whiten_bias_epochs must be >= 0 or null, got {self.whiten_bias_epochs}")
         need(self.patience >= 1, f"--patience must be a positive integer, got {self.patience}")
         need(0 < self.val_fraction < 1, f"--val-fraction must be between 0 and 1, got {self.val_fraction}")
         need(self.threads >= 0, f"--threads must be >= 0, got {self.threads}")
@@ -71,6 +83,15 @@ class ClassifyConfig(RunConfig):
         model_builder(self.model, "classify")  # unknown names fail early, listing the valid ones
         parse_augment(self.augment)
         return self
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "config") -> "ClassifyConfig":
+        """A config.json written before the training-method settings existed: only airbench94
+        used them then (from its recipe), so such a run resumes as it was trained."""
+        from .recipes import RECIPES
+        if isinstance(data, dict) and data.get("recipe") == "airbench94":
+            data = {**{k: v for k, v in RECIPES["airbench94"].items() if k in METHOD_SETTINGS}, **data}
+        return super().from_dict(data, source)
 
     def limits(self) -> Limits:
         return Limits.of(self.epochs, self.time_budget, DEFAULT_EPOCHS)

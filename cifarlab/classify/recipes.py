@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 
 from ..errors import CifarlabError
@@ -53,28 +53,10 @@ RECIPES: dict[str, dict] = {
     "airbench94": dict(model="fastnet", model_args={"widths": "64-256-256", "tta_translate": 1}, optimizer="sgd",
                        lr=1.5, momentum=0.85, weight_decay=0.0153 / 11.5, bias_lr_scale=64.0, batch_size=1024,
                        epochs=10, schedule="onecycle", warmup=0.23, label_smoothing=0.2, augment="altflip,crop:2",
-                       tta=True, channels_last=True),
+                       tta=True, channels_last=True, lookahead=True, whiten_bias_epochs=3, final_lr=0.07,
+                       shift_params="batchnorm"),
 }
 DEFAULT_RECIPE = "fast"
-
-
-@dataclass(frozen=True)
-class TrainingMethod:
-    """The parts of a recipe's training that no command-line option sets; the trainer looks them
-    up by the run's recipe name (saved in config.json, so a resumed run keeps them)."""
-    lookahead: bool = False                 # airbench's lookahead (cifarlab.classify.trainer.Lookahead)
-    whiten_bias_epochs: int | None = None   # the whitening conv's bias learns this many epochs, then stops
-    final_lr: float = 0.0                   # onecycle falls to this share of --lr, not to 0
-    bias_lr_scale_on: str = "1-d"           # what learns --bias-lr-scale faster: every 1-D parameter, or
-    #                                         only BatchNorm shifts ("batchnorm", airbench's split)
-
-
-METHODS = {"airbench94": TrainingMethod(lookahead=True, whiten_bias_epochs=3, final_lr=0.07,
-                                        bias_lr_scale_on="batchnorm")}
-
-
-def training_method(recipe: str) -> TrainingMethod:
-    return METHODS.get(recipe, TrainingMethod())
 
 
 # ----------------------------------------------------------------------------- small data

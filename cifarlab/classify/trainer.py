@@ -6,10 +6,10 @@ With a time budget the learning-rate schedule follows the clock (progress = the 
 steps done / steps planned and seconds spent / seconds allowed), so a 60 s run anneals fully
 in 60 s. The budget counts training steps only; evaluation is not charged to it.
 
-A recipe's `TrainingMethod` (recipes.py) adds what airbench94 does beyond the options: its
-parameter groups, a whitening bias that stops learning after a few epochs, a schedule that
-ends above zero, and lookahead; all of them follow the same progress, so they work under
---time-budget too.
+airbench94's training method is four settings (the airbench94 recipe sets them): its parameter
+groups (`shift_params`), a whitening bias that stops learning after a few epochs
+(`whiten_bias_epochs`), a schedule that ends above zero (`final_lr`), and `lookahead`; all of
+them follow the same progress, so they work under --time-budget too.
 """
 from __future__ import annotations
 
@@ -32,7 +32,6 @@ from . import ddp
 from .artifact import ImageClassifier
 from .augment import Augment
 from .config import ClassifyConfig
-from .recipes import TrainingMethod, training_method
 
 WHITENING_IMAGES = 5000
 
@@ -41,12 +40,12 @@ class TrainingDiverged(CifarlabError):
     pass
 
 
-def parameter_groups(model: nn.Module, method: TrainingMethod) -> dict[str, list[nn.Parameter]]:
+def parameter_groups(model: nn.Module, config: ClassifyConfig) -> dict[str, list[nn.Parameter]]:
     """Trainable parameters by how they learn: "shifts" learn `bias_lr_scale` times faster (every
     1-D parameter, or with airbench's split only BatchNorm shifts); "whitening bias" gets a group
     of its own when the method stops it after some epochs; "weights" is the rest."""
     groups: dict[str, list] = {"weights": [], "shifts": []}
-    if method.whiten_bias_epochs is not None:
+    if config.whiten_bias_epochs is not None:
         groups["whitening bias"] = []
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
@@ -54,7 +53,7 @@ def parameter_groups(model: nn.Module, method: TrainingMethod) -> dict[str, list
                 continue
             if "whitening bias" in groups and isinstance(module, WhiteningConv) and name == "bias":
                 groups["whitening bias"].append(p)
-            elif (isinstance(module, nn.modules.batchnorm._BatchNorm) if method.bias_lr_scale_on == "batchnorm"
+            elif (isinstance(module, nn.modules.batchnorm._BatchNorm) if config.shift_params == "batchnorm"
                   else p.ndim <= 1):
                 groups["shifts"].append(p)
             else:
@@ -62,19 +61,17 @@ def parameter_groups(model: nn.Module, method: TrainingMethod) -> dict[str, list
     return groups
 
 
-def build_optimizer(config: ClassifyConfig, model: nn.Module,
-                    method: TrainingMethod | None = None) -> torch.optim.Optimizer:
+def build_optimizer(config: ClassifyConfig, model: nn.Module) -> torch.optim.Optimizer:
     """The shifts group learns `bias_lr_scale` times faster with the same per-step weight decay
     (lr x weight decay is the same in every group, as airbench computes it)."""
-    method = method or training_method(config.recipe)
     scale = config.bias_lr_scale
     groups = []
-    for name, params in parameter_groups(model, method).items():
+    for name, params in parameter_groups(model, config).items():
         group = dict(params=params, name=name, lr=config.lr, weight_decay=config.weight_decay)
         if name == "shifts":
             group.update(lr=config.lr * scale, weight_decay=config.weight_decay / scale)
         if name == "whitening bias":
-            group["until_epoch"] = method.whiten_bias_epochs
+            group["until_epoch"] = config.whiten_bias_epochs
         group["base_lr"] = group["lr"]
         groups.append(group)
     if config.optimizer == "sgd":
@@ -160,8 +157,7 @@ class Trainer:
         self.steps_per_epoch = len(self.images) // self.batch_size    # drop the ragged last batch
         self.limits = config.limits()
         self.total_steps = self.limits.planned_steps(self.steps_per_epoch)   # None: the clock alone
-        self.method = training_method(config.recipe)
-        self.optimizer = build_optimizer(config, model, self.method)
+        self.optimizer = build_optimizer(config, model)
         self.plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, mode="max", factor=0.3,
                                                                     patience=2)
                         if config.schedule == "plateau" else None)
@@ -178,7 +174,7 @@ class Trainer:
         self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else contextlib.nullcontext
         if config.channels_last:
             model.to(memory_format=torch.channels_last)
-        self.lookahead = Lookahead(model) if self.method.lookahead else None
+        self.lookahead = Lookahead(model) if config.lookahead else None
         self.net = model
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -192,7 +188,7 @@ class Trainer:
         return run_progress(self.step, self.total_steps, self.elapsed, self.config.time_budget)
 
     def set_lr(self) -> float:
-        factor = lr_share(self.config.schedule, self.progress(), self.config.warmup, self.method.final_lr)
+        factor = lr_share(self.config.schedule, self.progress(), self.config.warmup, self.config.final_lr)
         for group in self.optimizer.param_groups:
             learning = self.epoch < group.get("until_epoch", math.inf)   # a group that stopped learning: lr 0
             if self.plateau is None or not learning:

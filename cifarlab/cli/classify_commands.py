@@ -62,6 +62,16 @@ def recipe_options(f):
         click.option("--schedule", default=None, help=f"none|plateau|onecycle|cosine.  {FROM_RECIPE}"),
         click.option("--warmup", type=float, default=None,
                      help=f"onecycle: share of the run spent warming up.  {FROM_RECIPE}"),
+        click.option("--final-lr", type=float, default=None,
+                     help=f"onecycle ends at this share of --lr (airbench94: 0.07).  {FROM_RECIPE}"),
+        click.option("--lookahead/--no-lookahead", default=None,
+                     help=f"airbench's lookahead: a slow copy of the weights, averaged in late training.  "
+                          f"{FROM_RECIPE}"),
+        click.option("--shift-params", type=click.Choice(["1-d", "batchnorm"]), default=None,
+                     help=f"What --bias-lr-scale speeds up: every 1-D parameter, or BatchNorm shifts only.  "
+                          f"{FROM_RECIPE}"),
+        click.option("--whiten-bias-epochs", type=int, default=None,
+                     help=f"fastnet's whitening bias stops learning after this many epochs.  {FROM_RECIPE}"),
         click.option("--bias-lr-scale", type=float, default=None,
                      help=f"Biases and BatchNorm shifts learn this many times faster.  {FROM_RECIPE}"),
         click.option("--label-smoothing", type=float, default=None, help=f"Cross-entropy smoothing.  {FROM_RECIPE}"),
@@ -92,7 +102,8 @@ def config_from(options: dict):
     from ..classify.recipes import recipe_config
     given = {k: options.get(k) for k in ("data", "data_root", "val_fraction", "model", "optimizer", "lr",
                                          "momentum", "weight_decay", "batch_size", "epochs", "time_budget",
-                                         "schedule", "warmup", "bias_lr_scale", "label_smoothing", "augment", "tta",
+                                         "schedule", "warmup", "final_lr", "lookahead", "shift_params",
+                                         "whiten_bias_epochs", "bias_lr_scale", "label_smoothing", "augment", "tta",
                                          "patience", "min_delta",
                                          "channels_last", "seed", "device", "amp", "threads", "logger")}
     if options.get("model_args") is not None:

@@ -142,7 +142,7 @@ class WhiteningConv(nn.Conv2d):
     signs): its output is white on the data it was fit on. As in airbench the moment is not
     centred (the input is already normalised to zero mean) and the filters come largest
     eigenvalue first. Fixed after `init_from_data`; only its bias learns (airbench94: for its
-    first 3 epochs, see `cifarlab.classify.recipes.TrainingMethod`)."""
+    first 3 epochs: `whiten_bias_epochs` in cifarlab.classify.config)."""
 
     def __init__(self, kernel_size: int = 2):
         n = 3 * kernel_size * kernel_size

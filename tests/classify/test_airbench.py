@@ -196,6 +196,38 @@ def test_airbench_schedule_warms_up_from_a_fifth_and_ends_at_seven_percent():
     assert lr_share("onecycle", 1.0, 0.23, 0.0) == 0.0                    # other recipes still end at 0
 
 
+def test_the_training_method_is_ordinary_settings_any_recipe_can_take(tiny_folder):
+    config = recipe_config("fast", data=str(tiny_folder), lookahead=True, final_lr=0.07, shift_params="batchnorm",
+                           whiten_bias_epochs=1, logger="none", epochs=2, batch_size=32)
+    train_set = load_images(str(tiny_folder))
+    model = build_classifier(config.model, {"widths": "8-8-8"}, train_set.classes, tta=True)
+    init_from_data(model, train_set.images)
+    trainer = Trainer(config, model, train_set, torch.device("cpu"))
+    assert trainer.lookahead is not None
+    assert [g["name"] for g in trainer.optimizer.param_groups] == ["weights", "shifts", "whitening bias"]
+    assert recipe_config("fast").lookahead is False and recipe_config("fast").final_lr == 0.0
+
+
+def test_an_airbench94_config_from_before_the_settings_existed_keeps_airbenchs_method():
+    from cifarlab.classify.config import METHOD_SETTINGS, ClassifyConfig
+    old = {k: v for k, v in recipe_config("airbench94").to_dict().items() if k not in METHOD_SETTINGS}
+    config = ClassifyConfig.from_dict(old)
+    assert (config.lookahead, config.final_lr, config.shift_params, config.whiten_bias_epochs) == \
+        (True, 0.07, "batchnorm", 3)
+    other = ClassifyConfig.from_dict({**old, "recipe": "seed004"})   # other recipes never used them
+    assert (other.lookahead, other.final_lr, other.shift_params, other.whiten_bias_epochs) == \
+        (False, 0.0, "1-d", None)
+
+
+def test_bad_training_method_settings_are_one_line_errors():
+    import pytest
+    from cifarlab.errors import CifarlabError
+    with pytest.raises(CifarlabError, match=r"--final-lr must be in \[0, 1\)"):
+        recipe_config("fast", final_lr=1.5)
+    with pytest.raises(CifarlabError, match="shift_params must be one of 1-d, batchnorm"):
+        recipe_config("fast", shift_params="all")
+
+
 # ----------------------------------------------------------------------------- scaling to the data
 
 
