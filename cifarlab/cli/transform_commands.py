@@ -162,21 +162,40 @@ def echo_export(run_dir, fmt, out, overwrite, kind) -> None:
 @click.argument("run_dir")
 @click.argument("src")
 @click.argument("dst")
-@click.option("--batch-size", type=int, default=256, show_default=True, help="Images per model call and per "
-                                                                              "worker chunk.")
+@click.option("--output-format", type=click.Choice(["png", "npy"]), default="png", show_default=True,
+              help="png: one PNG per input, mirroring SRC's tree; npy: uint8 shards of --shard-size images "
+                   "with an index of their sources (see docs/scale.md).")
+@click.option("--shard-size", type=int, default=1024, show_default=True, help="Inputs per shard (npy).")
+@click.option("--batch-size", type=int, default=256, show_default=True,
+              help="Images per task (png): per model call and per read/write chunk.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: a process pool on this machine; ray: Ray Data (needs cifarlab[ray]).")
 @click.option("--workers", type=int, default=None,
-              help="Processes that decode and encode images [default: the cores; 0: this process].")
+              help="local engine: processes that decode and encode images [default: the cores; 0: this process].")
+@click.option("--ray-address", default=None,
+              help="ray engine: join the cluster at HOST:PORT [default: $RAY_ADDRESS, else start a local instance].")
+@click.option("--ray-cpus", type=int, default=None, help="ray engine: CPUs of the local instance [default: the cores].")
+@click.option("--ray-actors", type=int, default=None,
+              help="ray engine: model actors [default: one per GPU, else half the cluster's CPUs].")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Rewrite outputs that exist already [default: keep them, "
                                                 "so a re-run finishes an interrupted job].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def apply_command(run_dir, src, dst, batch_size, workers, device, overwrite, quiet):
-    """Run a trained network over the images under SRC and write PNGs into the same tree in DST
-    (streaming: decoded and encoded in worker processes; a re-run resumes)."""
+def apply_command(run_dir, src, dst, output_format, shard_size, batch_size, engine, workers, ray_address,
+                  ray_cpus, ray_actors, device, overwrite, quiet):
+    """Run a trained network over the images of SRC (a folder, or a text file listing image
+    paths one a line) and write them into DST: PNGs in the same tree, or uint8 .npy shards.
+    Outputs are round(clamp(model, 0, 1) * 255); existing outputs are kept, so a re-run
+    resumes; unreadable files are listed in DST/apply-failures.txt."""
     from ..transform.apply import apply_folder
-    result = apply_folder(Path(run_dir), Path(src), Path(dst), batch_size, device, overwrite, workers, quiet)
+    from ..transform.engines import make_engine
+    runner = make_engine(engine, workers, ray_address, ray_cpus, ray_actors)
+    result = apply_folder(Path(run_dir), Path(src), Path(dst), batch_size, device, overwrite, quiet=quiet,
+                          output_format=output_format, shard_size=shard_size, engine=runner)
+    who = (f"{result.workers} worker(s)" if result.engine == "local" else
+           f"ray, {result.workers} model actor(s), start-up {result.startup_seconds:.1f} s")
     click.echo(f"wrote {result.written} image(s) to {dst} in {result.seconds:.1f} s "
-               f"({result.images_per_second:,.0f} images/s, {result.workers} worker(s))"
+               f"({result.images_per_second:,.0f} images/s, {who})"
                + (f"; kept {result.existing} existing" if result.existing else "")
                + (f"; skipped {result.unreadable} unreadable (listed in apply-failures.txt)"
                   if result.unreadable else ""))

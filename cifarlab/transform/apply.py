@@ -1,26 +1,39 @@
-"""Run a trained network over a tree of images, streaming: nothing is held whole in memory.
+"""Run a trained network over many image files, streaming: nothing is held whole in memory.
 
-    cifarlab transform apply RUN_DIR SRC DST [--workers N]
+    cifarlab transform apply RUN_DIR SRC DST [--workers N] [--output-format png|npy]
+                                             [--engine local|ray] [--ray-address ADDR]
 
-The job, written once:
-- **what is read**: every image file under SRC (any format Pillow reads; the same 32x32 rule as
-  training: the shorter side scaled, then the centre square);
-- **what is written**: DST mirrors SRC's tree, each image as `<stem>.png`. Two inputs of one
-  folder that would share a name (`x.jpg`, `x.png`) both keep their suffix (`x.jpg.png`,
-  `x.png.png`). The whole plan is checked before anything is written: no output may land
-  inside SRC and no two inputs may map to one output;
-- **what is skipped**: outputs that exist already (so a re-run finishes an interrupted job),
-  unless `overwrite`; unreadable files are listed in `DST/apply-failures.txt` and counted,
-  and never stop the job.
+The job, written once here; the engines (`cifarlab.transform.engines`: a local process pool,
+or Ray) only decide where each step runs:
 
-Files are decoded and encoded in worker processes (`workers`, default: the cores), in chunks
-of one model batch; the main process batches them through the network as they arrive. Every
-output is written atomically, so an interrupted job leaves no half-written file, and
-`DST/apply-summary.json` records images, skipped, failed, seconds, images/s and workers.
+- **what is read**: SRC is a folder (every image file under it, any format Pillow reads), or a
+  text file listing image paths, one a line (relative paths are relative to the list's
+  folder; blank lines and lines starting with `#` are ignored). Each image follows the
+  training rule for size: the shorter side scaled, then the centre square.
+- **what is written**, `--output-format png` (default): DST mirrors the inputs' tree, each
+  image as `<stem>.png`: relative to SRC for a folder, relative to the listed files' deepest
+  common folder for a list. Two inputs of one folder that would share a name (`x.jpg`,
+  `x.png`) both keep their suffix (`x.jpg.png`, `x.png.png`).
+  `--output-format npy`: uint8 shards `DST/shard-00000.npy` of (n, C, H, W), `--shard-size`
+  inputs each in input order (the folder's sorted order, or the list's order), each with its
+  index `DST/shard-00000.json` (`sources`: the input of each row; `unreadable`: the inputs
+  left out); `DST/shards.json` states the plan (shard size, inputs, a digest of their paths).
+  Pixel values, both formats: round(clamp(model(x / 255), 0, 1) * 255), uint8 in and out; a
+  2-channel output keeps channel 0.
+- **what is refused** before anything is written: DST inside SRC (or, for a list, inside a
+  folder that holds a listed file), two inputs mapped to one output, and DST holding shards
+  of another plan (other inputs or shard size) unless `--overwrite`.
+- **what is skipped**: outputs that exist already, so a re-run finishes an interrupted job:
+  a PNG that exists, a shard whose index exists (the index is written after the shard).
+  `--overwrite` redoes everything. Unreadable files (corrupt, empty, not images, missing from
+  a list) are listed in `DST/apply-failures.txt`, counted, and never stop the job.
+
+Every file is written atomically (`cifarlab.io`), so an interrupted job (Ctrl-C, SIGKILL, a
+full disk) leaves no half-written output, and `DST/apply-summary.json` records images,
+written, existing, unreadable, seconds, images/s, the engine and its start-up seconds.
 """
 from __future__ import annotations
 
-import multiprocessing
 import os
 import time
 import warnings
@@ -32,14 +45,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..data.sources import _image_files
+from ..data.sources import IMAGE_SUFFIXES, _image_files
 from ..devices import resolve_device
 from ..errors import CifarlabError
+from ..imagefiles import decode_chunk, encode_chunk
 from ..io import remove_stale_temporaries, write_json, write_text
-from ..imagefiles import decode_chunk, encode_chunk, init_worker
+from . import shards
 from .artifact import build_from_checkpoint, read_checkpoint
 
-PENDING_PER_WORKER = 2   # decoded or encoded chunks in flight per worker: bounds memory
+OUTPUT_FORMATS = ("png", "npy")
 
 
 @dataclass
@@ -48,17 +62,57 @@ class ApplyResult:
     written: int = 0
     existing: int = 0          # outputs already there (kept: not overwritten)
     unreadable: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0       # the job, without the engine's start-up
     workers: int = 0
+    engine: str = "local"
+    startup_seconds: float = 0.0   # the engine's own start-up (Ray: starting or joining the cluster)
+    output_format: str = "png"
 
     @property
     def images_per_second(self) -> float:
         return self.written / self.seconds if self.seconds > 0 else 0.0
 
 
-def plan_outputs(src: Path, files: list[Path], dst: Path) -> list[tuple[Path, Path]]:
-    """(input, output) pairs for `files` under `src`; a one-line error when the plan is unsafe."""
-    relative = [f.relative_to(src) for f in files]
+# ---- what is read
+
+def find_inputs(src: Path) -> tuple[list[Path], Path, list[Path]]:
+    """(input files, the root their outputs mirror, the folders DST may not lie in)."""
+    if src.is_dir():
+        root = src.resolve()
+        files = _image_files(root)
+        if not files:
+            raise CifarlabError(f"source folder {str(src)!r} holds no images")
+        return files, root, [root]
+    if not src.is_file():
+        raise CifarlabError(f"source {str(src)!r} does not exist: expected a folder of images or a text file "
+                            f"listing image paths")
+    if src.suffix.lower() in IMAGE_SUFFIXES:
+        raise CifarlabError(f"source {str(src)!r} is an image file: expected a folder of images or a text file "
+                            f"listing image paths, one a line")
+    try:
+        lines = src.read_text().splitlines()
+    except UnicodeDecodeError:
+        raise CifarlabError(f"source {str(src)!r} is not a text file: expected a folder of images or a list "
+                            f"of image paths, one a line") from None
+    except OSError as e:
+        raise CifarlabError(f"cannot read {str(src)!r}: {e.strerror or type(e).__name__}") from None
+    base = src.resolve().parent
+    files = [Path(os.path.abspath(base / line.strip())) for line in lines
+             if line.strip() and not line.strip().startswith("#")]
+    if not files:
+        raise CifarlabError(f"the list {str(src)!r} names no files")
+    if len(set(files)) != len(files):
+        twice = next(f for f, n in Counter(files).items() if n > 1)
+        raise CifarlabError(f"the list {str(src)!r} names {str(twice)!r} more than once")
+    folders = sorted({f.parent for f in files})
+    return files, Path(os.path.commonpath(folders)), folders
+
+
+def plan_outputs(root: Path, files: list[Path], dst: Path, forbidden: list[Path] | None = None
+                 ) -> list[tuple[Path, Path]]:
+    """(input, output PNG) pairs mirroring `files` under `root`; a one-line error when unsafe."""
+    forbidden = forbidden or [root]
+    relative = [f.relative_to(root) for f in files]
     stems = Counter(r.with_suffix(".png") for r in relative)
     outputs = [dst / (r.with_suffix(".png") if stems[r.with_suffix(".png")] == 1 else r.with_name(r.name + ".png"))
                for r in relative]
@@ -68,75 +122,109 @@ def plan_outputs(src: Path, files: list[Path], dst: Path) -> list[tuple[Path, Pa
             raise CifarlabError(f"{str(seen[out])!r} and {str(file)!r} would both be written to {str(out)!r}; "
                                 f"rename one of them")
         seen[out] = file
-        if src == out.resolve() or src in out.resolve().parents:
-            raise CifarlabError(f"refusing to write {str(out)!r}: it lies inside the source folder {str(src)!r}; "
-                                f"choose a DST outside it")
     return list(zip(files, outputs))
 
 
-def to_uint8(outputs: torch.Tensor) -> np.ndarray:
-    """The rounding rule: round(clamp(output, 0, 1) * 255); a 2-channel output keeps channel 0."""
-    out = outputs.float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu()
-    if out.shape[1] not in (1, 3):
-        out = out[:, :1]
-    return out.numpy()
+def _refuse_dst_inside_sources(dst: Path, forbidden: list[Path], listed: bool) -> None:
+    for folder in forbidden:
+        if dst == folder or folder in dst.parents:
+            if listed:
+                raise CifarlabError(f"refusing to write into {str(folder)!r}, a folder that holds listed inputs: "
+                                    f"choose a DST outside it")
+            raise CifarlabError(f"refusing to write into the source folder: choose a DST outside {folder}")
+
+
+# ---- the steps every engine runs: read a task, run the model, write the task
+
+def read_task(task: dict, size: int) -> tuple[np.ndarray, list[int], list[str]]:
+    """uint8 (n, 3, size, size) of the task's readable inputs, their positions, the unreadable ones."""
+    return decode_chunk(task["inputs"], size)
+
+
+def run_model(model, images: np.ndarray, device: torch.device) -> np.ndarray:
+    """uint8 in, uint8 out (`ImageTransformNet.to_uint8`: round(clamp(model, 0, 1) * 255))."""
+    if len(images) == 0:
+        return np.zeros((0, *model.out_shape), np.uint8)
+    with torch.inference_mode():
+        return model.to_uint8(torch.from_numpy(images).to(device)).cpu().numpy()
+
+
+def write_task(task: dict, outputs: np.ndarray, kept: list[int], failed: list[str]) -> int:
+    """Write a task's outputs atomically; returns how many images were written."""
+    if "shard" in task:
+        shards.write_shard(task, outputs, kept, failed)
+    else:
+        encode_chunk([task["outputs"][i] for i in kept], outputs)
+    return len(kept)
 
 
 # ---- the job
 
 def apply_folder(run_dir: Path, src: Path, dst: Path, batch_size: int = 256, device: str = "auto",
-                 overwrite: bool = False, workers: int | None = None, quiet: bool = False) -> ApplyResult:
-    """See the module docstring."""
+                 overwrite: bool = False, workers: int | None = None, quiet: bool = False,
+                 output_format: str = "png", shard_size: int = 1024, engine=None) -> ApplyResult:
+    """See the module docstring. `engine`: an engine of `cifarlab.transform.engines`
+    [default: the local one with `workers` processes]."""
     from .. import model_file
-    model = build_from_checkpoint(read_checkpoint(model_file(run_dir)))
+    from .engines import LocalEngine
+    ckpt = read_checkpoint(model_file(run_dir))
+    model = build_from_checkpoint(ckpt)
     if batch_size < 1:
         raise CifarlabError(f"--batch-size must be a positive integer, got {batch_size}")
-    workers = workers if workers is not None else (os.cpu_count() or 1)
-    if workers < 0:
-        raise CifarlabError(f"--workers must be 0 (decode in this process) or more, got {workers}")
-    if not src.is_dir():
-        raise CifarlabError(f"source folder {str(src)!r} does not exist or is not a folder")
-    src, dst = src.resolve(), dst.resolve()
-    if dst == src or src in dst.parents:
-        raise CifarlabError(f"refusing to write into the source folder: choose a DST outside {src}")
+    if shard_size < 1:
+        raise CifarlabError(f"--shard-size must be a positive integer, got {shard_size}")
+    if output_format not in OUTPUT_FORMATS:
+        raise CifarlabError(f"--output-format must be one of {', '.join(OUTPUT_FORMATS)}, got {output_format!r}")
+    if engine is None:
+        workers = workers if workers is not None else (os.cpu_count() or 1)
+        if workers < 0:
+            raise CifarlabError(f"--workers must be 0 (decode in this process) or more, got {workers}")
+        engine = LocalEngine(workers)
+    src, dst = Path(src), Path(dst).resolve()
+    files, root, forbidden = find_inputs(src)
+    _refuse_dst_inside_sources(dst, forbidden, listed=not src.is_dir())
     if dst.exists() and not dst.is_dir():
         raise CifarlabError(f"DST {str(dst)!r} is a file: expected a folder")
-    files = _image_files(src)
-    if not files:
-        raise CifarlabError(f"source folder {str(src)!r} holds no images")
-    plan = plan_outputs(src, files, dst)
-    result = ApplyResult(images=len(plan), workers=workers)
-    if dst.exists():
-        for folder in {target.parent for _, target in plan if target.parent.is_dir()}:
-            remove_stale_temporaries(folder)   # left by a job that was killed mid-write
-    if not overwrite:
-        todo = [(f, o) for f, o in plan if not o.exists()]
-        result.existing = len(plan) - len(todo)
-        plan = todo
+    size = model.in_shape[1]
+    result = ApplyResult(images=len(files), engine=engine.name, output_format=output_format)
+    if output_format == "png":
+        plan = plan_outputs(root, files, dst, forbidden)
+        if dst.exists():
+            for folder in {target.parent for _, target in plan if target.parent.is_dir()}:
+                remove_stale_temporaries(folder)   # left by a job that was killed mid-write
+        if not overwrite:
+            todo = [(f, o) for f, o in plan if not o.exists()]
+            result.existing = len(plan) - len(todo)
+            plan = todo
+        tasks = [{"inputs": [str(f) for f, _ in plan[i:i + batch_size]],
+                  "outputs": [str(o) for _, o in plan[i:i + batch_size]]} for i in range(0, len(plan), batch_size)]
+        earlier_failures: list[str] = []
+    else:
+        tasks, result.existing, earlier_failures = shards.plan_shards(files, dst, shard_size, model.out_shape,
+                                                                       overwrite)
     dev = resolve_device(device)
     model.to(dev)
-    started = time.perf_counter()
     failures: list[str] = []
-    chunks = [plan[i:i + batch_size] for i in range(0, len(plan), batch_size)]
-    bar = tqdm(total=len(plan), desc="apply", unit="img", disable=quiet or None)
+    bar = tqdm(total=sum(len(t["inputs"]) for t in tasks), desc="apply", unit="img", disable=quiet or None)
+    started = time.perf_counter()
     try:
-        with _executor(workers) as run:
-            for chunk, (images, kept, failed) in run.decode(chunks, model.in_shape[1]):
+        with engine.session(ckpt, dev, size) as run:
+            result.startup_seconds, result.workers = run.startup_seconds, run.workers
+            started = time.perf_counter()
+            for task, written, failed in run.run(tasks, model):
+                result.written += written
                 failures += failed
-                if len(kept):
-                    with torch.inference_mode():
-                        outputs = to_uint8(model(torch.from_numpy(images).to(dev)))
-                    run.encode([str(chunk[i][1]) for i in kept], outputs)
-                    result.written += len(kept)
-                bar.update(len(chunk))
+                bar.update(len(task["inputs"]))
                 bar.set_postfix(failed=len(failures))
-            run.finish()
     finally:
         bar.close()
         result.seconds = time.perf_counter() - started
+        failures = earlier_failures + failures
         result.unreadable = len(failures)
         if failures:
             write_text(dst / "apply-failures.txt", "".join(f"{f}\n" for f in failures))
+        elif (dst / "apply-failures.txt").exists():
+            (dst / "apply-failures.txt").unlink()
         if result.written or result.unreadable or dst.exists():
             write_json(dst / "apply-summary.json", asdict(result) | {"images_per_second": result.images_per_second})
     if failures:
@@ -144,68 +232,3 @@ def apply_folder(run_dir: Path, src: Path, dst: Path, batch_size: int = 256, dev
                       stacklevel=2)
     return result
 
-
-class _InProcess:
-    """workers=0: decode and encode in this process (the same job, for debugging and tests)."""
-
-    def decode(self, chunks, size):
-        for chunk in chunks:
-            yield chunk, decode_chunk([str(f) for f, _ in chunk], size)
-
-    def encode(self, targets, images):
-        encode_chunk(targets, images)
-
-    def finish(self):
-        pass
-
-
-class _ProcessPool:
-    """Decoding and encoding in `workers` forked processes, with a bounded number of chunks in
-    flight. Forked, as torch's DataLoader workers are: a spawned (or fork-server) worker re-runs
-    the command's main module, importing torch again, seconds per worker. The workers run
-    Pillow and NumPy, and torch only to resize images that are not 32x32, with one thread."""
-
-    def __init__(self, workers: int):
-        self.pool = multiprocessing.get_context("fork").Pool(workers, initializer=init_worker)
-        self.limit = workers * PENDING_PER_WORKER
-        self.pending = []
-
-    def decode(self, chunks, size):
-        ahead = []
-        for chunk in chunks:
-            ahead.append((chunk, self.pool.apply_async(decode_chunk, ([str(f) for f, _ in chunk], size))))
-            if len(ahead) >= self.limit:
-                chunk0, job = ahead.pop(0)
-                yield chunk0, job.get()
-        for chunk0, job in ahead:
-            yield chunk0, job.get()
-
-    def encode(self, targets, images):
-        self.pending.append(self.pool.apply_async(encode_chunk, (targets, images)))
-        while len(self.pending) >= self.limit:
-            self.pending.pop(0).get()
-
-    def finish(self):
-        for job in self.pending:
-            job.get()
-        self.pending = []
-
-    def close(self, ok: bool):
-        if ok:
-            self.pool.close()
-        else:
-            self.pool.terminate()   # Ctrl-C: workers stop; atomic writes leave no partial file
-        self.pool.join()
-
-
-class _executor:
-    def __init__(self, workers: int):
-        self.workers = workers
-
-    def __enter__(self):
-        self.run = _ProcessPool(self.workers) if self.workers > 0 else _InProcess()
-        return self.run
-
-    def __exit__(self, kind, error, trace):
-        if isinstance(self.run, _ProcessPool):
-            self.run.close(ok=kind is None)

@@ -18,6 +18,7 @@ from ..inputs import INPUT_DTYPES, as_float32, check_batch
 from ..models import create_model
 
 FORMAT = "cifarlab-transform/1"
+UINT8_CHUNK = 128   # uint8 input is converted and run in chunks of this many images (see forward)
 
 
 class ImageTransformNet(nn.Module):
@@ -36,7 +37,35 @@ class ImageTransformNet(nn.Module):
             check_batch(x, self.in_shape)  # the common case above stays cheap: at batch 1 it is on the hot path
         if x.shape[0] == 0:
             return torch.zeros((0, *self.out_shape), dtype=torch.float32, device=x.device)
+        if x.dtype == torch.uint8 and x.device.type == "cpu" and x.shape[0] > UINT8_CHUNK:
+            return self._in_chunks(x, torch.float32, lambda y: y)
         return self.net(as_float32(x, self.range_check))
+
+    def to_uint8(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 images in, uint8 images out: round(clamp(self(x), 0, 1) * 255), the rounding rule
+        of `transform apply`; a 2-channel output keeps channel 0. Computed in chunks on the CPU."""
+        if not (isinstance(x, torch.Tensor) and x.dtype == torch.uint8):
+            raise CifarlabError(f"to_uint8 takes uint8 images, got {getattr(x, 'dtype', type(x).__name__)}")
+        check_batch(x, self.in_shape)
+        channels = self.out_shape[0] if self.out_shape[0] in (1, 3) else 1
+
+        def rounded(y):
+            return y[:, :channels].clamp_(0, 1).mul_(255).round_().to(torch.uint8)
+        if x.device.type != "cpu":
+            return rounded(self.net(as_float32(x)))
+        return self._in_chunks(x, torch.uint8, rounded, channels)
+
+    def _in_chunks(self, x, dtype, finish, channels=None):
+        """On the CPU, a uint8 batch of 1024 converted to float32 at once is a fresh 12 MiB tensor:
+        the allocator maps new pages for it on every call, and converting alone took about as long
+        as the whole net on float input (uint8 path ~1.5x slower than float at batch 1024). In
+        chunks of UINT8_CHUNK images the float copies are small, reused and stay in cache.
+        `to(float32).div_(255)` gives the same values as `x / 255` (one IEEE division each)."""
+        out = torch.empty((x.shape[0], channels or self.out_shape[0], *self.out_shape[1:]), dtype=dtype)
+        for start in range(0, x.shape[0], UINT8_CHUNK):
+            chunk = x[start:start + UINT8_CHUNK].to(torch.float32).div_(255)
+            out[start:start + UINT8_CHUNK] = finish(self.net(chunk))
+        return out
 
 
 def checkpoint(model_name: str, model_kwargs: dict, net: nn.Module, in_shape, out_shape, pipeline: str,

@@ -1,0 +1,236 @@
+"""Where the steps of `transform apply` run: one interface, one small adapter per way.
+
+The job (`cifarlab.transform.apply`) decides what is read, skipped and written, and cuts the
+work into tasks (a list of inputs and where their outputs go). An engine runs each task's
+three steps, `read_task` -> `run_model` -> `write_task`, and yields (task, written,
+unreadable) as tasks finish:
+
+- `LocalEngine(workers)`: reading and writing in `workers` forked processes, the model in
+  this process (0 workers: everything in this process);
+- `RayEngine(address, num_cpus, actors)`: a Ray Data pipeline; tasks read the files,
+  `map_batches` runs the model in a pool of actors (one GPU each when the cluster has GPUs),
+  tasks write the outputs. No address (and no RAY_ADDRESS): a local Ray instance is started
+  with `num_cpus`; otherwise the cluster at the address is joined (its workers need cifarlab
+  installed). The seconds spent starting or joining Ray are reported apart from the job's.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import socket
+import time
+from collections import deque
+from contextlib import contextmanager
+
+from ..errors import CifarlabError
+from ..imagefiles import init_worker
+from .apply import read_task, run_model, write_task
+
+PENDING_PER_WORKER = 2   # tasks in flight per worker process, reading or writing: bounds memory
+RAY_INSTALL = 'the Ray engine needs Ray: pip install "cifarlab[ray]"'
+CONNECT_TIMEOUT_S = 10
+
+
+# ---- local: a forked process pool
+
+class LocalEngine:
+    name = "local"
+
+    def __init__(self, workers: int):
+        if workers < 0:
+            raise CifarlabError(f"--workers must be 0 (decode in this process) or more, got {workers}")
+        self.workers = workers
+
+    @contextmanager
+    def session(self, ckpt, device, size):
+        run = _LocalRun(self.workers, device, size)
+        try:
+            yield run
+        except BaseException:
+            run.close(ok=False)
+            raise
+        run.close(ok=True)
+
+
+class _LocalRun:
+    """Forked, as torch's DataLoader workers are: a spawned worker re-imports the command's
+    main module and torch, seconds per worker. The workers run Pillow and NumPy (torch only to
+    resize images that are not the model's size, with one thread)."""
+    startup_seconds = 0.0
+
+    def __init__(self, workers: int, device, size: int):
+        self.workers, self.device, self.size = workers, device, size
+        self.pool = multiprocessing.get_context("fork").Pool(workers, initializer=init_worker) if workers else None
+
+    def run(self, tasks, model):
+        if self.pool is None:
+            for task in tasks:
+                images, kept, failed = read_task(task, self.size)
+                yield task, write_task(task, run_model(model, images, self.device), kept, failed), failed
+            return
+        limit = self.workers * PENDING_PER_WORKER
+        reading, writing = deque(), deque()
+
+        def model_step():
+            task, job = reading.popleft()
+            images, kept, failed = job.get()
+            outputs = run_model(model, images, self.device)
+            writing.append((task, failed, self.pool.apply_async(write_task, (task, outputs, kept, failed))))
+
+        def finished(keep: int):
+            while len(writing) > keep:
+                task, failed, job = writing.popleft()
+                yield task, job.get(), failed
+
+        for task in tasks:
+            reading.append((task, self.pool.apply_async(read_task, (task, self.size))))
+            if len(reading) >= limit:
+                model_step()
+                yield from finished(limit - 1)
+        while reading:
+            model_step()
+            yield from finished(limit - 1)
+        yield from finished(0)
+
+    def close(self, ok: bool):
+        if self.pool is None:
+            return
+        if ok:
+            self.pool.close()
+        else:
+            self.pool.terminate()   # Ctrl-C or an error: workers stop; atomic writes leave no partial file
+        self.pool.join()
+
+
+# ---- Ray: Ray Data with an actor pool for the model
+
+def import_ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise CifarlabError(RAY_INSTALL) from None
+    return ray
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """A one-line error naming `address` unless a TCP connection to it opens within `timeout`
+    (ray.init would otherwise retry for a minute or more)."""
+    if address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise CifarlabError(f"Ray address {address!r} is not HOST:PORT (or ray://HOST:PORT)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        reason = "timed out" if isinstance(e, socket.timeout) else (e.strerror or type(e).__name__)
+        raise CifarlabError(f"cannot reach the Ray cluster at {address!r}: {reason}") from None
+
+
+class RayEngine:
+    name = "ray"
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, actors: int | None = None,
+                 connect_timeout: float = CONNECT_TIMEOUT_S):
+        self.address = address or os.environ.get("RAY_ADDRESS") or None
+        self.num_cpus, self.actors, self.connect_timeout = num_cpus, actors, connect_timeout
+        if actors is not None and actors < 1:
+            raise CifarlabError(f"--ray-actors must be a positive integer, got {actors}")
+        if num_cpus is not None and num_cpus < 1:
+            raise CifarlabError(f"--ray-cpus must be a positive integer, got {num_cpus}")
+
+    @contextmanager
+    def session(self, ckpt, device, size):
+        ray = import_ray()
+        started = time.perf_counter()
+        owned = self._connect(ray)
+        try:
+            yield _RayRun(ray, ckpt, size, self.actors, time.perf_counter() - started)
+        finally:
+            if owned:
+                ray.shutdown()
+
+    def _connect(self, ray) -> bool:
+        """Start or join Ray; True when this call did (and so must shut it down)."""
+        if ray.is_initialized():
+            return False
+        where = self.address
+        if where:
+            if self.num_cpus is not None:
+                raise CifarlabError("--ray-cpus sizes a local Ray instance; it cannot be given with --ray-address "
+                                    "(the cluster has its own CPUs)")
+            check_reachable(where, self.connect_timeout)
+        options = dict(address=where) if where else dict(address="local", num_cpus=self.num_cpus or os.cpu_count(),
+                                                         include_dashboard=False)
+        try:
+            ray.init(**options, log_to_driver=False, logging_level=logging.WARNING, configure_logging=True)
+        except Exception as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise CifarlabError(f"cannot {'join the Ray cluster at ' + repr(where) if where else 'start Ray'}: "
+                                f"{first}") from None
+        return True
+
+
+class _RayRun:
+    workers = 0
+
+    def __init__(self, ray, ckpt, size, actors, startup_seconds):
+        self.ray, self.ckpt, self.size, self.startup_seconds = ray, ckpt, size, startup_seconds
+        resources = ray.cluster_resources()
+        self.gpus = int(resources.get("GPU", 0))
+        self.workers = actors or self.gpus or max(1, int(resources.get("CPU", 1)) // 2)
+
+    def run(self, tasks, model):
+        if not tasks:
+            return
+        ray = self.ray
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False
+        context.print_on_execution_start = False
+        rows = ray.data.from_items([{"task": json.dumps(t)} for t in tasks], override_num_blocks=len(tasks))
+        rows = rows.map(_ray_read, fn_kwargs={"size": self.size})
+        rows = rows.map_batches(_RayModel, fn_constructor_kwargs={"ckpt": self.ckpt, "gpu": self.gpus > 0},
+                                batch_size=1, batch_format="numpy", concurrency=self.workers,
+                                num_gpus=1 if self.gpus else 0)
+        rows = rows.map(_ray_write)
+        for row in rows.iter_rows():
+            yield json.loads(row["task"]), int(row["written"]), json.loads(row["failed"])
+
+
+def _ray_read(row, size):
+    images, kept, failed = read_task(json.loads(row["task"]), size)
+    return {"task": row["task"], "images": images, "kept": json.dumps(kept), "failed": json.dumps(failed)}
+
+
+class _RayModel:
+    def __init__(self, ckpt, gpu: bool):
+        import torch
+
+        from .artifact import build_from_checkpoint
+        self.device = torch.device("cuda" if gpu else "cpu")
+        self.model = build_from_checkpoint(ckpt).to(self.device)
+
+    def __call__(self, batch):
+        outputs = [run_model(self.model, images, self.device) for images in batch["images"]]
+        return {"task": batch["task"], "outputs": outputs, "kept": batch["kept"], "failed": batch["failed"]}
+
+
+def _ray_write(row):
+    task, failed = json.loads(row["task"]), json.loads(row["failed"])
+    written = write_task(task, row["outputs"], json.loads(row["kept"]), failed)
+    return {"task": row["task"], "written": written, "failed": row["failed"]}
+
+
+def make_engine(name: str, workers: int | None = None, ray_address: str | None = None,
+                ray_cpus: int | None = None, ray_actors: int | None = None):
+    if name == "local":
+        return LocalEngine(workers if workers is not None else (os.cpu_count() or 1))
+    if name == "ray":
+        if workers is not None:
+            raise CifarlabError("--workers sizes the local engine; with --engine ray use --ray-cpus or --ray-actors")
+        return RayEngine(ray_address, ray_cpus, ray_actors)
+    raise CifarlabError(f"--engine must be local or ray, got {name!r}")
