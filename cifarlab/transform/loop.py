@@ -71,7 +71,8 @@ def model_kwargs_for(config: TransformConfig, pipeline: Pipeline, in_shape, plan
     return kwargs
 
 
-def operator_plan(config: TransformConfig, pipeline: Pipeline, in_shape, out_shape) -> LinearPlan | SpatialPlan | None:
+def operator_plan(config: TransformConfig, pipeline: Pipeline, in_shape,
+                  out_shape) -> LinearPlan | SpatialPlan | None:
     """What probing the pipeline says about the sepnet it needs: for a linear pipeline its whole
     operator (channels ⊗ space), otherwise the operator of its spatial steps; None for other
     models or operators too big to probe. Refuses, before any training, what sepnet cannot hold."""
@@ -84,8 +85,9 @@ def operator_plan(config: TransformConfig, pipeline: Pipeline, in_shape, out_sha
         if plan.error > EXACT_TOL:
             raise CifarlabError(
                 f"pipeline {pipeline.spec!r} is linear but sepnet cannot hold it (off by {plan.error:.1e}): it adds "
-                f"a bias that varies across the image, e.g. normalize before rotate or pad fills the border with "
-                f"0, not with the shifted value; put normalize after the steps that move pixels, or use another --model")
+                f"a bias that varies across the image, e.g. normalize before rotate or pad fills the border "
+                f"with 0, not with the shifted value; put normalize after the steps that move pixels, or use "
+                f"another --model")
         spatial = plan.spatial
     else:
         plan = spatial = spatial_plan(pipeline, in_shape, rank)
@@ -97,8 +99,14 @@ def operator_plan(config: TransformConfig, pipeline: Pipeline, in_shape, out_sha
     return plan
 
 
-def build_net(config: TransformConfig, data: TransformData) -> tuple[torch.nn.Module, dict, bool, list[str]]:
-    """The network, its kwargs, whether it starts at the pipeline's exact operator, and notes
+# Learning rate of a spatial operator that starts from the probe, as a share of --lr: Adam moves
+# every weight by about the rate at first, which would blur the probed operator away.
+SPATIAL_LR_SCALE = 0.01
+
+
+def build_net(config: TransformConfig, data: TransformData) -> tuple[torch.nn.Module, dict, str, list[str]]:
+    """The network, its kwargs, where it starts ("operator": the pipeline's exact operator;
+    "spatial": the probed operator of a non-linear pipeline's spatial steps; "random") and notes
     for the run's output (an operator the network can only approximate)."""
     plan = operator_plan(config, data.pipeline, data.in_shape, data.out_shape)
     kwargs = model_kwargs_for(config, data.pipeline, data.in_shape, plan)
@@ -110,14 +118,27 @@ def build_net(config: TransformConfig, data: TransformData) -> tuple[torch.nn.Mo
     if init == "exact" and not isinstance(plan, LinearPlan):
         raise CifarlabError("--init exact needs --model sepnet on a linear pipeline (hidden=0) whose operator "
                             "can be probed (outputs up to 64x64)")
-    if init == "auto":
-        init = "exact" if isinstance(plan, LinearPlan) and not kwargs.get("hidden") else "random"
     if init == "exact" and kwargs.get("hidden"):
         raise CifarlabError("--init exact needs the purely linear sepnet (hidden=0 in --model-args)")
     net = create_model(config.model, in_shape=data.in_shape, out_shape=data.out_shape, **kwargs)
-    if init == "exact":
+    if init in ("auto", "exact") and isinstance(plan, LinearPlan) and not kwargs.get("hidden"):
         plan.load(net)
-    return net, kwargs, init == "exact", notes
+        return net, kwargs, "operator", notes
+    if init == "auto" and spatial is not None:
+        spatial.load_spatial(net)
+        return net, kwargs, "spatial", notes
+    return net, kwargs, "random", notes
+
+
+def _param_groups(net, start: str, lr: float) -> list[dict]:
+    """One group, or two where the spatial operator starts from the probe (SPATIAL_LR_SCALE)."""
+    if start != "spatial":
+        return [{"params": list(net.parameters()), "lr": lr, "scale": 1.0}]
+    names = ("spatial", "left", "right")
+    spatial = [p for n, p in net.named_parameters() if n in names]
+    rest = [p for n, p in net.named_parameters() if n not in names]
+    return [{"params": rest, "lr": lr, "scale": 1.0},
+            {"params": spatial, "lr": lr * SPATIAL_LR_SCALE, "scale": SPATIAL_LR_SCALE}]
 
 
 def default_run_dir(model: str) -> Path:
@@ -185,10 +206,11 @@ def _train(config, run_dir, resuming, device, quiet) -> Path:
     pipeline = Pipeline.parse(config.pipeline)
     loss_fn = build_loss(config.loss).to(device)
     data = prepare_data(config.data, pipeline, config.data_root, config.val_fraction, config.seed)
-    net, model_kwargs, at_operator, notes = build_net(config, data)
+    net, model_kwargs, start, notes = build_net(config, data)
+    at_operator = start == "operator"
     net.to(device)
 
-    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
+    optimizer = torch.optim.Adam(_param_groups(net, start, config.lr), lr=config.lr)
     scheduler = _make_scheduler(config, optimizer)
     limits, patience = config.limits(), config.early_stopping_patience()
     stopper = EarlyStopping(patience, config.min_delta)
@@ -273,7 +295,7 @@ def _train(config, run_dir, resuming, device, quiet) -> Path:
                                         limits.planned_steps(steps_per_epoch), time.perf_counter() - started,
                                         config.time_budget)
                     for group in optimizer.param_groups:
-                        group["lr"] = config.lr * lr_factor("cosine", done)
+                        group["lr"] = config.lr * group.get("scale", 1.0) * lr_factor("cosine", done)
                 batch = order[i:i + config.batch_size]
                 loss = loss_fn(net(x_train[batch]), y_train[batch])
                 value = loss.item()

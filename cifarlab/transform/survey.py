@@ -4,8 +4,9 @@
 
 Each step of the registry goes first, with the typical arguments of `STEP_ARGUMENTS`, in front of
 the default pipeline (`resize:28x28,grayscale,hflip,vflip`), and the default model trains on it
-for one budget (the clock is the limit: `training.budget`). `CHAINS` are two- and three-step
-chains of the hard steps. The survey writes, into one folder:
+for one budget (the clock is the limit: `training.budget`), starting from the probed operator where
+sepnet holds one (``init="auto"``: a linear pipeline's whole operator, else its spatial steps').
+`CHAINS` are two- and three-step chains of the hard steps. The survey writes, into one folder:
 
 - `runs/<n>-<slug>/`: every run folder (model, metrics, samples, report);
 - `survey.json`: the rows, rewritten atomically after each run;
@@ -140,7 +141,7 @@ def run_survey(data: str, out, time_budget: float, steps: str = "all", chains: b
                 else:
                     if run_dir.exists():  # made but saved nothing before it was cut off
                         RunFolder.open(run_dir).abandon()
-                    config = TransformConfig(data=data, data_root=data_root, pipeline=item.pipeline,
+                    config = TransformConfig(data=data, data_root=data_root, pipeline=item.pipeline, init="auto",
                                              time_budget=time_budget, seed=seed, device=device, logger="none")
                     try:
                         train(config.validate(), out=str(run_dir), quiet=True)

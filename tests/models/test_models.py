@@ -67,3 +67,39 @@ def test_range_context_adds_weights_only_when_asked():
     assert torch.allclose(program.module()(x), wide(x))
     with pytest.raises(ValueError, match="context must be one of mean, range"):
         SeparableNet(hidden=4, context="max")
+
+
+@pytest.mark.parametrize("spec, form", [("resize:28x28,grayscale,hflip,vflip", 1),
+                                        ("rotate:90,resize:20x24,grayscale", 1),        # transposed, rank 1
+                                        ("rotate:30,resize:28x28,grayscale,hflip,vflip", "dense"),
+                                        ("rotate:45:bilinear,pad:2:reflect", "dense"),
+                                        ("gaussian_blur:5,center_crop:24,invert", 1)])
+def test_linear_plan_holds_every_linear_pipeline(spec, form):
+    """Any angle of rotation, not only separable pipelines: Kronecker terms where few suffice,
+    else the dense spatial matrix (a rotation needs hundreds of terms)."""
+    from cifarlab.models.exact import linear_plan
+    pipeline = Pipeline.parse(spec)
+    plan = linear_plan(pipeline)
+    assert plan.error < 1e-9 and plan.spatial.exact
+    assert (plan.spatial.rank or "dense") == form
+    net = plan.build((3, 32, 32), pipeline.output_shape())
+    with torch.no_grad():
+        assert (net(X) - pipeline(X)).abs().max() < 1e-5
+
+
+def test_kronecker_plan_finds_the_rank_and_says_what_a_forced_rank_misses():
+    from cifarlab.models.exact import linear_plan, spatial_plan
+    sharpen = spatial_plan(Pipeline.parse("adjust_sharpness:2.0,resize:28x28,grayscale"))  # its border: 3 terms
+    assert sharpen.rank == 3 and sharpen.exact
+    forced = linear_plan(Pipeline.parse("rotate:30,resize:28x28,grayscale"), rank=1).spatial
+    assert forced.rank == 1 and forced.error > 0.5 and not forced.exact
+    assert "needs more than" in forced.describe()
+    assert spatial_plan(Pipeline.parse("autocontrast,adjust_hue:0.1")) is None   # no spatial step
+
+
+def test_dense_sepnet_holds_a_whole_spatial_operator():
+    dense = create_model("sepnet", in_shape=(3, 32, 32), out_shape=(1, 28, 28), dense=True, hidden=4)
+    assert dense(X).shape == (5, 1, 28, 28)
+    assert dense.spatial.shape == (28 * 28, 32 * 32) and not hasattr(dense, "left")
+    with pytest.raises(CifarlabError, match="neither rank nor transpose"):
+        create_model("sepnet", dense=True, rank=2)

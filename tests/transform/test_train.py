@@ -139,6 +139,38 @@ def test_exact_init_matches_pipeline_before_any_training(tmp_path):
     assert float(json.loads((run / "metrics.json").read_text())["psnr"]) > 100
 
 
+def test_auto_init_starts_a_rotation_at_its_exact_operator(tmp_path):
+    """rotate:30 is linear but far from separable (rank 1 reached 9.2 dB): the probed operator,
+    held as a dense spatial matrix, is the answer before any training."""
+    config = TransformConfig(data="sample", pipeline="rotate:30,resize:28x28,grayscale,hflip,vflip", init="auto",
+                             time_budget=30, logger="none", device="cpu")
+    run = train(config, out=str(tmp_path / "rot"), quiet=True)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["psnr"] > 120 and metrics["epochs"] == 0 and metrics["stopped_by"].startswith("the exact operator")
+    assert cifarlab.load(run)(torch.rand(2, 3, 32, 32)).shape == (2, 1, 28, 28)
+
+
+@pytest.mark.parametrize("spec, args, message", [
+    ("rotate:30,resize:28x28,grayscale", {"rank": 1}, r"rank=1 cannot hold .* needs more than \d+ Kronecker terms"),
+    ("rotate:30,resize:48x48,grayscale", {"rank": 1}, "rank=1 cannot hold"),      # larger than the input
+    ("adjust_gamma:0.7,rotate:30,grayscale", {"rank": 2}, "rank=2 cannot hold"),   # its spatial part
+    ("normalize:0.5:0.25,rotate:30", {}, "bias that varies across the image"),
+])
+def test_what_sepnet_cannot_hold_is_refused_before_training(tmp_path, spec, args, message):
+    config = TransformConfig(data="sample", pipeline=spec, model_args=args, epochs=1, logger="none", device="cpu")
+    with pytest.raises(CifarlabError, match=message):
+        train(config, out=str(tmp_path / "run"), quiet=True)
+    assert not (tmp_path / "run").exists()
+
+
+def test_schedule_auto_anneals_only_budgeted_runs():
+    from cifarlab.transform.config import BUDGET_SCHEDULE
+    assert TransformConfig(time_budget=60).resolved_schedule() == BUDGET_SCHEDULE != "none"
+    assert TransformConfig(time_budget=60, epochs=5).resolved_schedule() == "none"
+    assert TransformConfig().resolved_schedule() == "none"
+    assert TransformConfig(schedule="cosine").resolved_schedule() == "cosine"
+
+
 def test_cosine_schedule_follows_the_clock_under_a_time_budget(tmp_path):
     """With --time-budget the cosine reaches ~0 when the budget runs out, not at an epoch cap
     the run never sees (here 1000 epochs)."""
