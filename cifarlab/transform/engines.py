@@ -107,6 +107,9 @@ class _LocalRun:
 # ---- Ray: Ray Data with an actor pool for the model
 
 def import_ray():
+    # ray.init retries a GCS that accepts connections but does not answer (a proxy, a wrong port)
+    # once a second, 20 times by default; read when ray is imported, so set before.
+    os.environ.setdefault("RAY_NUM_REDIS_GET_RETRIES", "5")
     try:
         import ray
         import ray.data  # noqa: F401
@@ -166,13 +169,37 @@ class RayEngine:
             check_reachable(where, self.connect_timeout)
         options = dict(address=where) if where else dict(address="local", num_cpus=self.num_cpus or os.cpu_count(),
                                                          include_dashboard=False)
-        try:
-            ray.init(**options, log_to_driver=False, logging_level=logging.WARNING, configure_logging=True)
-        except Exception as e:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise CifarlabError(f"cannot {'join the Ray cluster at ' + repr(where) if where else 'start Ray'}: "
-                                f"{first}") from None
+        with _stderr_kept_unless_failed() as failed:
+            try:
+                ray.init(**options, log_to_driver=False, logging_level=logging.WARNING, configure_logging=True)
+            except Exception as e:
+                failed.append(True)
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                raise CifarlabError(f"cannot {'join the Ray cluster at ' + repr(where) if where else 'start Ray'}: "
+                                    f"{first}") from None
         return True
+
+
+@contextmanager
+def _stderr_kept_unless_failed():
+    """Ray's C++ client logs every failed connection attempt to file descriptor 2; when joining
+    fails, the one-line error replaces those lines; otherwise they are passed on."""
+    import sys
+    import tempfile
+    failed: list = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield failed
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if not failed:
+                held.seek(0)
+                os.write(2, held.read())
 
 
 class _RayRun:

@@ -2,6 +2,7 @@
 resumes without redoing or losing a file, and unreadable files are listed."""
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -71,3 +72,88 @@ def test_a_rerun_resumes_without_redoing_or_losing_a_file(sandbox, tree):
     assert again.written == len(lost) and again.existing == first.written - len(lost)
     assert sorted(dst.rglob("*.png")) == outputs and not stale.exists()
     assert all(p.stat().st_mtime_ns == t for p, t in kept.items())   # nothing redone
+
+
+# ---- uint8 end to end
+
+def test_uint8_outputs_are_the_rounded_float_outputs(sandbox):
+    """The rounding rule, on a batch large enough to be computed in chunks."""
+    from cifarlab.transform.artifact import UINT8_CHUNK
+    net = cifarlab.load(sandbox / "T")
+    images = torch.randint(0, 256, (2 * UINT8_CHUNK + 5, 3, 32, 32), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        want = net(images.float() / 255).clamp(0, 1).mul(255).round().to(torch.uint8)
+        assert torch.equal(net.to_uint8(images), want)
+        assert torch.equal(net(images), net(images.float() / 255))   # the chunked uint8 path: the same values
+
+
+# ---- a list of files
+
+def test_a_list_of_files_mirrors_their_common_folder(sandbox, tree):
+    listing = sandbox / "list.txt"
+    listing.write_text("# inputs\ndata/cat/000.png\n\n" + str(tree / "cat" / "deeper" / "again.png") + "\n"
+                       "data/dog/001.png\ndata/missing.png\n")
+    dst = sandbox / "out"
+    result = apply_folder(sandbox / "T", listing, dst, workers=0, quiet=True)
+    assert (result.images, result.written, result.unreadable) == (4, 3, 1)
+    assert sorted(str(p.relative_to(dst)) for p in dst.rglob("*.png")) == [
+        "cat/000.png", "cat/deeper/again.png", "dog/001.png"]
+    assert (dst / "apply-failures.txt").read_text() == f"{tree / 'missing.png'}\n"
+    written = np.asarray(Image.open(dst / "dog" / "001.png"))
+    assert np.array_equal(written, expected_png(sandbox / "T", tree / "dog" / "001.png"))
+
+
+def test_a_list_refuses_a_dst_inside_a_folder_of_its_inputs(sandbox, tree):
+    from cifarlab.errors import CifarlabError
+    listing = sandbox / "list.txt"
+    listing.write_text("data/cat/000.png\ndata/dog/000.png\n")
+    with pytest.raises(CifarlabError, match="holds listed inputs"):
+        apply_folder(sandbox / "T", listing, tree / "cat" / "out", workers=0, quiet=True)
+    with pytest.raises(CifarlabError, match="is an image file"):
+        apply_folder(sandbox / "T", tree / "cat" / "000.png", sandbox / "out", workers=0, quiet=True)
+    assert not (tree / "cat" / "out").exists() and not (sandbox / "out").exists()
+
+
+# ---- tensor shards
+
+def test_shards_hold_the_png_pixels_and_resume_shard_by_shard(sandbox, tree):
+    from cifarlab.errors import CifarlabError
+    from cifarlab.transform.shards import load_shard
+    apply_folder(sandbox / "T", tree, sandbox / "png", workers=0, quiet=True)
+    dst = sandbox / "npy"
+    first = apply_folder(sandbox / "T", tree, dst, workers=2, output_format="npy", shard_size=10, quiet=True)
+    files = sorted(str(p) for p in tree.rglob("*") if p.is_file())
+    assert first.images == len(files) and first.written == len(files) - 2 and first.unreadable == 2
+    arrays = sorted(dst.glob("shard-*.npy"))
+    assert len(arrays) == -(-len(files) // 10)
+    rows = []
+    for path in arrays:
+        images, sources = load_shard(path)
+        assert images.dtype == np.uint8 and images.shape[1:] == (1, 28, 28) and len(images) == len(sources)
+        for image, source in zip(images, sources):
+            png = (sandbox / "png" / Path(source).relative_to(tree)).with_suffix(".png")
+            assert np.array_equal(image[0], np.asarray(Image.open(png))), source
+        rows += sources
+    assert sorted(rows) == [f for f in files if not f.endswith(("broken.png", "empty.jpg"))]
+    assert sorted((dst / "apply-failures.txt").read_text().splitlines()) == sorted(
+        str(tree / n) for n in ("broken.png", "empty.jpg"))
+
+    (dst / "shard-00001.json").unlink()          # as if killed between writing shard 1 and its index
+    (dst / ".shard-00002.tmp.999-dead.npy").write_bytes(b"half")
+    kept = {p: p.stat().st_mtime_ns for p in arrays if p.name != "shard-00001.npy"}
+    again = apply_folder(sandbox / "T", tree, dst, workers=0, output_format="npy", shard_size=10, quiet=True)
+    assert again.existing == len(files) - 10 and again.written == len(load_shard(dst / "shard-00001.npy")[1])
+    assert all(p.stat().st_mtime_ns == t for p, t in kept.items())
+    assert not list(dst.glob(".*tmp*")) and again.unreadable == 2   # earlier shards' failures still listed
+    with pytest.raises(CifarlabError, match="shards of another job"):
+        apply_folder(sandbox / "T", tree, dst, workers=0, output_format="npy", shard_size=7, quiet=True)
+
+
+def test_the_ray_engine_without_ray_says_how_to_install_it(sandbox, tree, monkeypatch):
+    import sys
+    from cifarlab.errors import CifarlabError
+    from cifarlab.transform.engines import RayEngine
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(CifarlabError, match=r'pip install "cifarlab\[ray\]"'):
+        apply_folder(sandbox / "T", tree, sandbox / "out", engine=RayEngine(), quiet=True)
