@@ -64,6 +64,19 @@ def evaluate_goals(rows, batch_sizes) -> list[dict]:
         goals.append(_goal(f"{tag}: batched-torchvision / model", r, ">= 3", r is not None and r >= 3))
         p = model.get("psnr")
         goals.append(_goal(f"{tag}: PSNR (dB)", p, f">= {MIN_PSNR_DB:g}", p is not None and p >= MIN_PSNR_DB))
+    onnx, plain = find(rows, "model-fast", "cpu", big, variant="onnxruntime"), find(rows, "model-fast", "cpu", big,
+                                                                                   variant="plain")
+    torch_rows = [r for r in rows if r["contender"] == "model-fast" and r["device"] == "cpu" and r.get("kept")
+                  and r["batch_size"] == big and r["source"] == "resident" and r.get("variant") != "onnxruntime"]
+    fastest_torch = min(torch_rows, key=lambda r: r["median"], default=None)
+    if onnx and fastest_torch:
+        r = paired_ratio(onnx, fastest_torch)
+        goals.append(_goal(f"CPU, batch {big}: onnxruntime / fastest PyTorch path [{fastest_torch['variant']}]", r,
+                           "<= 1.5", r is not None and r <= 1.5))
+    u8 = find(rows, "model-fast", "cpu", big, variant="uint8")
+    if u8 and plain:
+        r = paired_ratio(u8, plain)
+        goals.append(_goal(f"CPU, batch {big}: uint8 input / float input (plain)", r, "<= 1", r is not None and r <= 1))
     seq, one = find(rows, "sequential", "cpu"), find(rows, "model-fast", "cpu", 1, variant="plain")
     if seq and one:
         r = paired_ratio(seq, one)

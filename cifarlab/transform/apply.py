@@ -111,7 +111,7 @@ def find_inputs(src: Path) -> tuple[list[Path], Path, list[Path]]:
 def plan_outputs(root: Path, files: list[Path], dst: Path, forbidden: list[Path] | None = None
                  ) -> list[tuple[Path, Path]]:
     """(input, output PNG) pairs mirroring `files` under `root`; a one-line error when unsafe."""
-    forbidden = forbidden or [root]
+    forbidden = set(forbidden or [root])
     relative = [f.relative_to(root) for f in files]
     stems = Counter(r.with_suffix(".png") for r in relative)
     outputs = [dst / (r.with_suffix(".png") if stems[r.with_suffix(".png")] == 1 else r.with_name(r.name + ".png"))
@@ -122,6 +122,10 @@ def plan_outputs(root: Path, files: list[Path], dst: Path, forbidden: list[Path]
             raise CifarlabError(f"{str(seen[out])!r} and {str(file)!r} would both be written to {str(out)!r}; "
                                 f"rename one of them")
         seen[out] = file
+        inside = next((p for p in out.parents if p in forbidden), None)   # DST above SRC: SRC/src/x -> SRC/x
+        if inside is not None:
+            raise CifarlabError(f"refusing to write {str(out)!r}: it lies inside the source folder {str(inside)!r}; "
+                                f"choose a DST outside it")
     return list(zip(files, outputs))
 
 
