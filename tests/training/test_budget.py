@@ -22,10 +22,12 @@ def test_limits_say_which_one_is_in_force():
     assert Limits.of(None, 60, 100).planned_steps(10) is None and Limits.of(3, None, 100).planned_steps(10) == 30
 
 
-@pytest.mark.parametrize("kind, extra", [("transform", ["--schedule", "cosine"]), ("classify", ["--recipe", "baseline",
-                                                                                                "--schedule", "onecycle"])])
+@pytest.mark.parametrize("kind, extra", [("transform", []),                      # the default schedule (auto)
+                                         ("transform", ["--schedule", "cosine"]),
+                                         ("classify", ["--recipe", "baseline", "--schedule", "onecycle"])])
 def test_a_budget_without_epochs_is_spent_and_the_schedule_anneals(capsys, tmp_path, make_folder, kind, extra):
     data = make_folder(tmp_path / "data", per_class=8)
+    extra = [*extra, "--init", "random"] if kind == "transform" else extra  # not the exact start (it stops at once)
     metrics, err = train(capsys, kind, data, tmp_path / "run", "--time-budget", 4, *extra)
     assert "limit: the clock, 4 s of training (no epoch cap)" in err.splitlines()[0]
     assert metrics["stopped_by"] == "time budget"
@@ -55,5 +57,5 @@ def test_epochs_given_still_cap_a_budget(capsys, tmp_path, make_folder, kind):
 def test_patience_given_still_stops_a_budgeted_transform_run_early(capsys, tmp_path, make_folder):
     data = make_folder(tmp_path / "data", per_class=4)
     metrics, err = train(capsys, "transform", data, tmp_path / "run", "--time-budget", 1000, "--patience", 1,
-                         "--min-delta", 1)
+                         "--min-delta", 1, "--init", "random")
     assert metrics["stopped_by"].startswith("early stopping") and metrics["epochs"] == 2
