@@ -67,9 +67,20 @@ class PointwiseMLP(nn.Module):
         return self.out(h).permute(0, 3, 1, 2)
 
 
+def stretch_contrast(x: torch.Tensor) -> torch.Tensor:
+    """Each image's channels rescaled so their minimum is 0 and maximum 1 (a flat channel is left
+    as it is): what a leading `autocontrast` does, which a per-pixel MLP can only approximate."""
+    low, high = x.amin((-2, -1), keepdim=True), x.amax((-2, -1), keepdim=True)
+    flat = high == low
+    low = torch.where(flat, torch.zeros_like(low), low)
+    span = torch.where(flat, torch.ones_like(high), high - low)
+    return ((x - low) / span).clamp(0, 1)
+
+
 class SeparableNet(nn.Module):
     def __init__(self, in_shape=(3, 32, 32), out_shape=(1, 28, 28), hidden: int = 0, rank: int = 1,
-                 transpose: bool = False, act: str = "gelu", context: str = "mean", dense: bool = False):
+                 transpose: bool = False, act: str = "gelu", context: str = "mean", dense: bool = False,
+                 stretch: bool = False):
         super().__init__()
         if not (1 <= rank <= 64 and 0 <= hidden <= 4096):
             raise ValueError(f"rank must be from 1 to 64 and hidden from 0 to 4096, got rank={rank}, hidden={hidden}")
@@ -84,7 +95,7 @@ class SeparableNet(nn.Module):
         self.in_shape, self.out_shape = tuple(in_shape), tuple(out_shape)
         if dense and (rank != 1 or transpose):
             raise ValueError("dense holds the whole spatial operator: it takes neither rank nor transpose")
-        self.rank, self.transpose, self.dense = rank, transpose, dense
+        self.rank, self.transpose, self.dense, self.stretch = rank, transpose, dense, stretch
         self.mix = nn.Parameter(torch.randn(co * rank, c) / c)
         if dense:
             self.spatial = nn.Parameter(torch.randn(ho * wo, h * w) / (h * w))
@@ -98,6 +109,8 @@ class SeparableNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
+        if self.stretch:
+            x = stretch_contrast(x)
         co, ho, wo = self.out_shape
         # Channel mix first: it shrinks the data 3 -> 1 before the spatial products. bmm with an
         # expanded (stride-0) weight, not matmul(2-D, 3-D), which folds the batch through copies:
@@ -127,9 +140,10 @@ class SeparableNet(nn.Module):
 
 @register_model("sepnet")
 def sepnet(in_shape=(3, 32, 32), out_shape=(1, 28, 28), hidden: int = 0, rank: int = 1,
-           transpose: bool = False, act: str = "gelu", context: str = "mean", dense: bool = False) -> nn.Module:
+           transpose: bool = False, act: str = "gelu", context: str = "mean", dense: bool = False,
+           stretch: bool = False) -> nn.Module:
     """Default model. The trainer sets `hidden` (0 for linear pipelines, 16 otherwise, then with
     act=relu, and context=range where a step needs each image's extremes), `transpose`
-    (quarter turns) and `rank` or `dense` (from the probed spatial operator) from the pipeline
-    unless given in --model-args."""
-    return SeparableNet(in_shape, out_shape, hidden, rank, transpose, act, context, dense)
+    (quarter turns), `rank` or `dense` (from the probed spatial operator) and `stretch` (a leading
+    autocontrast) from the pipeline unless given in --model-args."""
+    return SeparableNet(in_shape, out_shape, hidden, rank, transpose, act, context, dense, stretch)

@@ -49,6 +49,15 @@ class Pipeline:
         """True when a step needs each image's minimum and maximum (autocontrast)."""
         return any(step.spec.uses_extremes for step in self.steps)
 
+    @property
+    def leading_stretch(self) -> bool:
+        """True when the pipeline starts with autocontrast, which SeparableNet(stretch=True) does exactly."""
+        return bool(self.steps) and self.steps[0].name == "autocontrast"
+
+    def after_stretch(self) -> "Pipeline":
+        """The steps after a leading autocontrast (all of them when there is none)."""
+        return Pipeline(self.steps[1:]) if self.leading_stretch else self
+
     def spatial_part(self) -> "Pipeline | None":
         """The steps that move or mix pixels (resize, rotate, blur...), without the per-pixel ones:
         the part a SeparableNet holds in its row/column (or dense) operator. None if there is none."""

@@ -50,10 +50,15 @@ class TrainingDiverged(CifarlabError):
 
 def model_kwargs_for(config: TransformConfig, pipeline: Pipeline, in_shape, plan=None) -> dict:
     """The default model's shape follows the pipeline unless --model-args says otherwise:
-    linear pipelines get the purely linear network, quarter turns the transposed one, and the
-    probed operator (`operator_plan`) sets the rank, or a dense spatial operator."""
+    linear pipelines get the purely linear network, quarter turns the transposed one, a leading
+    autocontrast the exact stretch, and the probed operator (`operator_plan`) sets the rank, or a
+    dense spatial operator."""
     kwargs = dict(config.model_args)
     if config.model == "sepnet":
+        if pipeline.leading_stretch:
+            kwargs.setdefault("stretch", True)
+        if kwargs.get("stretch"):
+            pipeline = pipeline.after_stretch()   # what the network's other parts must do
         kwargs.setdefault("hidden", 0 if pipeline.is_linear(in_shape) else 16)
         spatial = plan.spatial if isinstance(plan, LinearPlan) else plan
         if spatial is not None and not kwargs.get("dense"):
@@ -80,6 +85,8 @@ def operator_plan(config: TransformConfig, pipeline: Pipeline, in_shape,
         return None
     rank = config.model_args.get("rank")
     rank = rank if isinstance(rank, int) and not isinstance(rank, bool) and 1 <= rank <= 64 else None
+    if config.model_args.get("stretch", pipeline.leading_stretch):
+        pipeline = pipeline.after_stretch()   # the network stretches exactly; the rest is planned
     if pipeline.is_linear(in_shape):
         plan = linear_plan(pipeline, in_shape, rank)
         if plan.error > EXACT_TOL:

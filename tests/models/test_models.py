@@ -103,3 +103,11 @@ def test_dense_sepnet_holds_a_whole_spatial_operator():
     assert dense.spatial.shape == (28 * 28, 32 * 32) and not hasattr(dense, "left")
     with pytest.raises(CifarlabError, match="neither rank nor transpose"):
         create_model("sepnet", dense=True, rank=2)
+
+
+def test_stretch_is_torchvision_autocontrast():
+    import torchvision.transforms.v2.functional as F
+    from cifarlab.models.separable import stretch_contrast
+    x = X.clone()
+    x[0, 1] = 0.3                     # a flat channel is left as it is
+    assert torch.equal(stretch_contrast(x), F.autocontrast(x))

@@ -139,10 +139,13 @@ def test_exact_init_matches_pipeline_before_any_training(tmp_path):
     assert float(json.loads((run / "metrics.json").read_text())["psnr"]) > 100
 
 
-def test_auto_init_starts_a_rotation_at_its_exact_operator(tmp_path):
+@pytest.mark.parametrize("spec", ["rotate:30,resize:28x28,grayscale,hflip,vflip",
+                                  "autocontrast,resize:28x28,grayscale,hflip,vflip"])
+def test_auto_init_starts_at_the_exact_operator(tmp_path, spec):
     """rotate:30 is linear but far from separable (rank 1 reached 9.2 dB): the probed operator,
-    held as a dense spatial matrix, is the answer before any training."""
-    config = TransformConfig(data="sample", pipeline="rotate:30,resize:28x28,grayscale,hflip,vflip", init="auto",
+    held as a dense spatial matrix, is the answer before any training. A leading autocontrast is
+    the network's exact stretch, then the probed operator of the rest."""
+    config = TransformConfig(data="sample", pipeline=spec, init="auto",
                              time_budget=30, logger="none", device="cpu")
     run = train(config, out=str(tmp_path / "rot"), quiet=True)
     metrics = json.loads((run / "metrics.json").read_text())
@@ -198,8 +201,11 @@ def test_default_model_shape_follows_the_pipeline():
     assert model_kwargs_for(TransformConfig(), Pipeline.parse(), (3, 32, 32)) == {"hidden": 0, "transpose": False}
     assert model_kwargs_for(TransformConfig(), nonlinear, (3, 32, 32)) == {
         "hidden": 16, "transpose": False, "act": "relu", "context": "mean"}
-    stretched = Pipeline.parse("autocontrast,resize:28x28")
+    stretched = Pipeline.parse("adjust_gamma:0.7,autocontrast,resize:28x28")
     assert model_kwargs_for(TransformConfig(), stretched, (3, 32, 32))["context"] == "range"
+    # a leading autocontrast is done exactly by the network's stretch; the rest here is linear
+    assert model_kwargs_for(TransformConfig(), Pipeline.parse("autocontrast,resize:28x28"), (3, 32, 32)) == {
+        "stretch": True, "hidden": 0, "transpose": False}
     assert model_kwargs_for(TransformConfig(model_args={"act": "gelu"}), nonlinear, (3, 32, 32))["act"] == "gelu"
     # checkpoints written before `act` was recorded were trained with GELU, the module's own default
     old = create_model("sepnet", in_shape=(3, 32, 32), out_shape=(1, 28, 28), hidden=4)
