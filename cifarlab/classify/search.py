@@ -80,10 +80,9 @@ PRESETS = {
 DEFAULT_PRESET = "lr-wd"
 
 
-def recipe_grid(recipe: str) -> str:
-    """The recipe's own lr and weight decay times 1/4, 1/2, 1, 2 (powers of two keep the values short)."""
-    from .recipes import recipe_config
-    base = recipe_config(recipe)
+def recipe_grid(base: ClassifyConfig) -> str:
+    """The recipe's own lr and weight decay times 1/4, 1/2, 1, 2 (powers of two keep the values short),
+    as the recipe sets them for this data (airbench94's lr follows its batch on small data)."""
     wds = [base.weight_decay * f for f in (0.25, 0.5, 1, 2)] if base.weight_decay else [0, 1e-4, 1e-3, 1e-2]
     return (f"lr={','.join(repr(base.lr * f) for f in (0.25, 0.5, 1, 2))};"
             f"weight_decay={','.join(repr(w) for w in wds)}")
@@ -141,7 +140,7 @@ class SearchSpec:
 
     def grid_text(self) -> str:
         preset = self.preset()
-        return self.grid if preset is None else preset.grid or recipe_grid(self.recipe)
+        return self.grid if preset is None else preset.grid or recipe_grid(self.base_config())
 
     def space(self) -> dict:
         return parse_grid(self.grid_text())
