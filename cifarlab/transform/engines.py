@@ -221,7 +221,8 @@ class _RayRun:
         rows = ray.data.from_items([{"task": json.dumps(t)} for t in tasks], override_num_blocks=len(tasks))
         rows = rows.map(_ray_read, fn_kwargs={"size": self.size})
         rows = rows.map_batches(_RayModel, fn_constructor_kwargs={"ckpt": self.ckpt, "gpu": self.gpus > 0},
-                                batch_size=1, batch_format="numpy", concurrency=self.workers,
+                                batch_size=1, batch_format="numpy",
+                                compute=ray.data.ActorPoolStrategy(size=self.workers),
                                 num_gpus=1 if self.gpus else 0)
         rows = rows.map(_ray_write)
         for row in rows.iter_rows():
