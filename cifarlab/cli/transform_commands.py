@@ -9,7 +9,7 @@ from ..models import list_models, parse_model_args
 from ..pipeline import DEFAULT_PIPELINE
 from ..training.losses import LOSSES
 from ..training.loggers import LOGGERS
-from ..transform.config import MONITORS, SCHEDULES, TransformConfig
+from ..transform.config import INITS, MONITORS, SCHEDULES, TransformConfig
 from .app import cli, given_options, transform
 
 DEFAULTS = TransformConfig()
@@ -31,8 +31,9 @@ def training_options(f):
         click.option("--model", default=DEFAULTS.model, show_default=True,
                      help=f"Model from the registry: {', '.join(list_models())}."),
         click.option("--model-args", default="", help="Model options, e.g. 'hidden=32,rank=2'."),
-        click.option("--init", type=click.Choice(["random", "exact"]), default=DEFAULTS.init, show_default=True,
-                     help="exact: load the probed operator of a linear pipeline (sepnet only)."),
+        click.option("--init", type=click.Choice(INITS), default=DEFAULTS.init, show_default=True,
+                     help="auto: sepnet starts from the probed operator (a linear pipeline's, else its spatial "
+                          "steps' beyond rank 1); exact: the linear operator or an error; random: random weights."),
         click.option("--loss", type=click.Choice(LOSSES), default=DEFAULTS.loss, show_default=True),
         click.option("--lr", type=float, default=DEFAULTS.lr, show_default=True, help="Adam learning rate."),
         click.option("--batch-size", type=int, default=DEFAULTS.batch_size, show_default=True),
@@ -40,7 +41,8 @@ def training_options(f):
                      help="Epoch cap [default: 100; none under --time-budget, where the clock is the limit]."),
         click.option("--time-budget", type=float, default=None,
                      help="Seconds of training (across resumes); spent in full unless --epochs or --patience is given."),
-        click.option("--schedule", type=click.Choice(SCHEDULES), default=DEFAULTS.schedule, show_default=True),
+        click.option("--schedule", type=click.Choice(SCHEDULES), default=DEFAULTS.schedule, show_default=True,
+                     help="auto: plateau under --time-budget without --epochs, else none."),
         click.option("--patience", type=int, default=None,
                      help="Early stopping: epochs without improvement [default: 5; off under --time-budget]."),
         click.option("--min-delta", type=float, default=DEFAULTS.min_delta, show_default=True),

@@ -30,7 +30,7 @@ class TransformConfig(RunConfig):
     pipeline: str = DEFAULT_PIPELINE
     model: str = "sepnet"
     model_args: dict = field(default_factory=dict)
-    init: str = "random"                # auto | random | exact (auto: the probed operator where sepnet holds it)
+    init: str = "auto"                  # auto | random | exact (auto: the probed operator where sepnet holds it)
     loss: str = "mse"
     lr: float = 1e-3
     batch_size: int = 32

@@ -139,7 +139,7 @@ def test_resume_keeps_the_saved_limits_and_continues(capsys, tmp_path, make_fold
     data = make_folder(tmp_path / "data", per_class=4)
     run = tmp_path / "F"
     assert cli(capsys, "transform", "train", "--data", data, "--epochs", "2", "--time-budget", "1000",
-               "--patience", "1000", "--out", run, "--quiet", "--logger", "none")[0] == 0
+               "--patience", "1000", "--init", "random", "--out", run, "--quiet", "--logger", "none")[0] == 0
     assert cli(capsys, "transform", "train", "--resume", run, "--epochs", "3", "--quiet")[0] == 0
     config = json.loads((run / "config.json").read_text())
     assert (config["epochs"], config["time_budget"]) == (3, 1000)
