@@ -179,14 +179,16 @@ def test_a_sigkill_mid_job_leaves_no_partial_file_and_a_rerun_finishes(sandbox, 
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     pattern = "*.png" if fmt == "png" else "shard-*.json"
     deadline = time.monotonic() + 60
-    while len(list(dst.rglob(pattern))) < 20 and job.poll() is None and time.monotonic() < deadline:
+    def finished():   # outputs in place; a killed writer's temporaries (".NAME.tmp.PID-HEX.png") are not outputs
+        return [p for p in dst.rglob(pattern) if not p.name.startswith(".")]
+    while len(finished()) < 20 and job.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     os.killpg(job.pid, signal.SIGKILL)
     job.wait()
-    done = len(list(dst.rglob(pattern)))
+    done = len(finished())
     assert 0 < done < (400 if fmt == "png" else 25), "the kill came before or after the job"
     if fmt == "png":
-        for path in dst.rglob("*.png"):
+        for path in finished():
             Image.open(path).load()                       # whole: a half-written PNG does not decode
     subprocess.run(command + [str(dst)] + options, check=True, capture_output=True)
     subprocess.run(command + [str(sandbox / "clean")] + options, check=True, capture_output=True)

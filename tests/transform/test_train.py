@@ -97,7 +97,8 @@ class _FaultyLoss(nn.Module):
 
 
 def _small_config(**kw):
-    return TransformConfig(data="sample", epochs=3, batch_size=256, logger="none", device="cpu", **kw)
+    return TransformConfig(**{"data": "sample", "epochs": 3, "batch_size": 256, "logger": "none", "device": "cpu",
+                              "init": "random", **kw})   # random: a linear pipeline would start at its operator
 
 
 def test_ctrl_c_saves_and_resume_continues(tmp_path, monkeypatch):
@@ -178,7 +179,7 @@ def test_cosine_schedule_follows_the_clock_under_a_time_budget(tmp_path):
     """With --time-budget the cosine reaches ~0 when the budget runs out, not at an epoch cap
     the run never sees (here 1000 epochs)."""
     config = TransformConfig(data="sample", time_budget=3, epochs=1000, patience=1000, schedule="cosine",
-                             logger="none", device="cpu")
+                             init="random", logger="none", device="cpu")
     run_dir = train(config, out=str(tmp_path / "run"), quiet=True)
     lrs = [row["lr"] for row in torch.load(run_dir / "last.pt", weights_only=True)["history"]]
     assert len(lrs) >= 2 and lrs == sorted(lrs, reverse=True)
