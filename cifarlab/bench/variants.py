@@ -60,13 +60,20 @@ def build_variant(name: str, model: torch.nn.Module, workload, device: torch.dev
         return Variant(name, copy.deepcopy(model).to(memory_format=torch.channels_last),
                        workload.inputs.contiguous(memory_format=torch.channels_last))
     if name == "half":
-        half = copy.deepcopy(model).half()
-        return Variant(name, lambda x: half(x.half()), workload.inputs)
+        return Variant(name, half_precision(model), workload.inputs)
     if name == "onnxruntime":
         return _onnxruntime_variant(model, workload, device)
     if name == "compile":
         return Variant(name, torch.compile(model), workload.inputs)
     raise ValueError(name)
+
+
+def half_precision(model: torch.nn.Module) -> Callable:
+    """The network itself in float16, fed float16 images. The artifact's own forward converts
+    its input to float32 (its contract), which a float16 network then refuses; so the half row
+    times the wrapped network (`model.net`) directly."""
+    half = copy.deepcopy(getattr(model, "net", model)).half()
+    return lambda x: half(x.half())
 
 
 def _onnxruntime_variant(model, workload, device: torch.device) -> Variant | None:

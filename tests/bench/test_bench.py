@@ -232,3 +232,17 @@ def test_thread_settings_are_recorded_with_the_machine(monkeypatch):
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     facts = machine_facts([torch.device("cpu")])
     assert facts["thread_env"]["OMP_WAIT_POLICY"] == "ACTIVE" and facts["torch_threads"] == torch.get_num_threads()
+
+
+def test_half_row_runs_the_network_in_float16(trained_run):
+    """The artifact converts its input to float32 (its contract); the half row must time the
+    network itself in float16 (on a GPU the wrapped call failed: float16 weights, float32 input)."""
+    from cifarlab.bench.variants import half_precision
+    from cifarlab.transform.artifact import build_from_checkpoint, read_checkpoint
+    model = build_from_checkpoint(read_checkpoint(trained_run / "model.pt")).eval()
+    x = torch.rand(4, *model.in_shape)
+    with torch.inference_mode():
+        out = half_precision(model)(x)
+        assert out.dtype == torch.float16
+        assert (out.float() - model(x)).abs().max() < 1e-2
+        assert next(model.parameters()).dtype == torch.float32  # the float row's model is left alone
