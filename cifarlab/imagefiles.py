@@ -42,16 +42,21 @@ def decode_fitted(path, size: int) -> np.ndarray:
     return image
 
 
-def encode_png(path, image: np.ndarray) -> None:
-    """uint8 (C, H, W) with C = 1 or 3 -> a PNG at `path` (written as given: the caller makes it atomic)."""
+def encode_png(image: np.ndarray) -> bytes:
+    """uint8 (C, H, W) with C = 1 or 3 -> the bytes of a PNG (Pillow's encoder, its default level)."""
+    import io
+
     from PIL import Image
-    picture = Image.fromarray(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0))
-    picture.save(path, format="PNG")
+    picture = Image.fromarray(image[0] if image.shape[0] == 1 else np.ascontiguousarray(image.transpose(1, 2, 0)))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
-def write_png_atomically(path, image: np.ndarray) -> None:
-    from .io import _atomic
-    _atomic(Path(path), lambda tmp: encode_png(tmp, image))
+def write_png_atomically(path, image: np.ndarray, make_parents: bool = True) -> None:
+    """Encoded in memory, then written in one atomic step (`cifarlab.io.write_bytes`)."""
+    from .io import write_bytes
+    write_bytes(path, encode_png(image), make_parents)
 
 
 # ---- chunks, for the worker processes of `transform apply`
@@ -76,7 +81,13 @@ def decode_chunk(files: list[str], size: int) -> tuple[np.ndarray, list[int], li
 
 
 def encode_chunk(targets: list[str], images: np.ndarray) -> int:
-    """Write uint8 (n, C, H, W) images as PNGs, each atomically."""
+    """Write uint8 (n, C, H, W) images as PNGs, each atomically; each folder is made once."""
+    from .io import _cannot_write
+    for folder in {Path(t).parent for t in targets}:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise _cannot_write(folder / Path(targets[0]).name, e) from None
     for target, image in zip(targets, images):
-        write_png_atomically(target, image)
+        write_png_atomically(target, image, make_parents=False)
     return len(targets)

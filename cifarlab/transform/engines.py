@@ -24,6 +24,8 @@ import time
 from collections import deque
 from contextlib import contextmanager
 
+import torch
+
 from ..errors import CifarlabError
 from ..imagefiles import init_worker
 from .apply import read_task, run_model, write_task
@@ -46,11 +48,18 @@ class LocalEngine:
     @contextmanager
     def session(self, ckpt, device, size):
         run = _LocalRun(self.workers, device, size)
+        threads = torch.get_num_threads()
+        if self.workers and device.type == "cpu":
+            # The workers need the cores: torch's threads in this process spin between the small
+            # model calls and took them (workers 2 on 2 cores: ~4,000 -> ~5,600 images/s, tmpfs).
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) - self.workers))
         try:
             yield run
         except BaseException:
             run.close(ok=False)
             raise
+        finally:
+            torch.set_num_threads(threads)
         run.close(ok=True)
 
 
