@@ -8,6 +8,8 @@ The data folder's images are tiled (hard links, copies where links fail) into SC
 
 - `loop`: per image, PIL open, the run's pipeline as torchvision v2 transform objects on the
   one image (`ToImage`, `ToDtype(float32, scale=True)`, the steps), `to_pil_image`, PIL save;
+- `floor`: the same number of output files written atomically by one process, with nothing
+  decoded or encoded: the file system's own cost, which bounds every contender;
 - `apply --workers 1` and `--workers 2` (the local engine);
 - `apply --engine ray` on a local Ray instance with `ray_cpus` CPUs (when Ray is installed),
   Ray's own start-up timed apart.
@@ -156,6 +158,17 @@ def user_loop(run_dir: Path, files: list[Path], root: Path, out: Path) -> None:
         v2.functional.to_pil_image(result.clamp(0, 1)).save(target)
 
 
+def write_floor(files: list[Path], root: Path, out: Path, size: int = 900) -> None:
+    """The file system's floor: the loop's output files, `size` bytes each, written atomically as
+    apply writes them, with nothing decoded or encoded. Neither the loop nor apply can beat it."""
+    from ..io import write_bytes
+    blob, targets = bytes(size), [(out / file.relative_to(root)).with_suffix(".png") for file in files]
+    for folder in {t.parent for t in targets}:
+        folder.mkdir(parents=True, exist_ok=True)
+    for target in targets:
+        write_bytes(target, blob, make_parents=False)
+
+
 def _timed(name, fn, rows, count, memory: bool = False, **extra):
     """One pass. Timed passes run alone: the memory sampler reads /proc for every process every
     20 ms, which cost the engines with more processes the most; its passes (`memory`) are
@@ -237,6 +250,8 @@ def bench_apply(run_dir, data, scratch, images: int = 10000, memory_images: int 
     src, out = scratch / f"input-{images}", {name: scratch / f"out-{images}-{name}"
                                               for name in ("loop", *engines)}
     _timed("loop (PIL + v2)", lambda: user_loop(run_dir, inputs[images], src, out["loop"]), rows, images)
+    _timed("floor: write the files only", lambda: write_floor(inputs[images], src, scratch / f"out-{images}-floor"),
+           rows, images)
     for name in ("workers1", "workers2", "ray") if ray else ("workers1", "workers2"):
         _timed(names[name], _engine_pass(run_dir, src, out[name], engines[name]()), rows, images)
     checks["workers1 == workers2"] = compare_outputs(out["workers2"], out["workers1"])

@@ -178,7 +178,7 @@ def echo_export(run_dir, fmt, out, overwrite, kind) -> None:
               help="ray engine: join the cluster at HOST:PORT [default: $RAY_ADDRESS, else start a local instance].")
 @click.option("--ray-cpus", type=int, default=None, help="ray engine: CPUs of the local instance [default: the cores].")
 @click.option("--ray-actors", type=int, default=None,
-              help="ray engine: model actors [default: one per GPU, else half the cluster's CPUs].")
+              help="ray engine: model actors [default: one per GPU, else one per CPU of the cluster, each running whole tasks].")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Rewrite outputs that exist already [default: keep them, "
                                                 "so a re-run finishes an interrupted job].")

@@ -10,7 +10,7 @@ def test_bench_apply_times_every_contender_on_the_same_files(subset_path, tmp_pa
                 out=str(tmp_path / "run"), quiet=True)   # the default pipeline starts at its exact operator
     results = bench_apply(run, subset_path, tmp_path / "scratch", images=40, memory_images=60, ray=False)
     rows = {(r["engine"], r["images"]): r for r in results["rows"]}
-    assert set(rows) == {("loop (PIL + v2)", 40), ("apply --workers 1", 40), ("apply --workers 2", 40),
+    assert set(rows) == {("loop (PIL + v2)", 40), ("floor: write the files only", 40), ("apply --workers 1", 40), ("apply --workers 2", 40),
                          ("apply --workers 2 (memory pass)", 40), ("apply --workers 2 (memory pass)", 60)}
     timed = [r for r in results["rows"] if not r["memory_pass"]]
     assert all(r["peak_pss_mb"] is None and r["vs_loop"] > 0 for r in timed)
