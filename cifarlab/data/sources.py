@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torchvision
-import torchvision.transforms.v2.functional as F
 
 from ..errors import CifarlabError
 from ..imagefiles import decode
@@ -53,6 +51,8 @@ def fit_to_size(image: torch.Tensor, size: int = 32) -> torch.Tensor:
     then take the centred `size` x `size` square."""
     h, w = image.shape[-2:]
     if (h, w) != (size, size):
+        # imported here: `transform apply`'s Ray actors import this module, and torchvision costs ~2 s
+        import torchvision.transforms.v2.functional as F
         image = F.resize(image, size, antialias=True)
         image = F.center_crop(image, [size, size])
     return image
@@ -73,6 +73,7 @@ def load_images(data: str = "cifar10", split: str = "train", root: str | os.Path
 def _cifar10(split: str, root: Path, download: bool) -> ImageSet:
     old_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(15)  # a machine without network must not hang here
+    import torchvision
     try:
         ds = torchvision.datasets.CIFAR10(root, train=(split == "train"), download=download)
     except Exception as e:  # no network, no files: say so loudly, then use the sample
@@ -96,6 +97,7 @@ def sample_images(split: str = "train", count: int | None = None, size: int = 32
     count = count or (6000 if split == "train" else 1000)
     g = torch.Generator().manual_seed(seed + (0 if split == "train" else 1))
     sources = [torch.from_numpy(getattr(skimage.data, name)()[..., :3].copy()).permute(2, 0, 1) for name in photos]
+    import torchvision.transforms.v2.functional as F
     crops = []
     for i in range(count):
         photo = sources[i % len(sources)]
