@@ -110,23 +110,41 @@ def find_inputs(src: Path) -> tuple[list[Path], Path, list[Path]]:
 
 def plan_outputs(root: Path, files: list[Path], dst: Path, forbidden: list[Path] | None = None
                  ) -> list[tuple[Path, Path]]:
-    """(input, output PNG) pairs mirroring `files` under `root`; a one-line error when unsafe."""
+    """(input, output PNG) pairs mirroring `files` under `root`; a one-line error when unsafe.
+    Path arithmetic on strings, and the safety check once per output folder: with pathlib per
+    file, planning 10,000 outputs took longer than applying the network to them."""
     forbidden = set(forbidden or [root])
-    relative = [f.relative_to(root) for f in files]
-    stems = Counter(r.with_suffix(".png") for r in relative)
-    outputs = [dst / (r.with_suffix(".png") if stems[r.with_suffix(".png")] == 1 else r.with_name(r.name + ".png"))
-               for r in relative]
-    seen: dict[Path, Path] = {}
+    prefix, base = os.path.join(str(root), ""), str(dst)
+    relative = [str(f)[len(prefix):] if str(f).startswith(prefix) else str(f.relative_to(root)) for f in files]
+    pngs = [os.path.splitext(r)[0] + ".png" for r in relative]
+    stems = Counter(pngs)
+    outputs = [os.path.join(base, png if stems[png] == 1 else r + ".png") for r, png in zip(relative, pngs)]
+    seen: dict[str, Path] = {}
     for file, out in zip(files, outputs):
         if out in seen:
-            raise CifarlabError(f"{str(seen[out])!r} and {str(file)!r} would both be written to {str(out)!r}; "
+            raise CifarlabError(f"{str(seen[out])!r} and {str(file)!r} would both be written to {out!r}; "
                                 f"rename one of them")
         seen[out] = file
-        inside = next((p for p in out.parents if p in forbidden), None)   # DST above SRC: SRC/src/x -> SRC/x
+    for folder in {os.path.dirname(out) for out in outputs}:   # DST above SRC: SRC/src/x -> SRC/x
+        folder = Path(folder)
+        inside = next((p for p in (folder, *folder.parents) if p in forbidden), None)
         if inside is not None:
-            raise CifarlabError(f"refusing to write {str(out)!r}: it lies inside the source folder {str(inside)!r}; "
+            example = next(out for out in outputs if os.path.dirname(out) == str(folder))
+            raise CifarlabError(f"refusing to write {example!r}: it lies inside the source folder {str(inside)!r}; "
                                 f"choose a DST outside it")
-    return list(zip(files, outputs))
+    return [(file, Path(out)) for file, out in zip(files, outputs)]
+
+
+def existing_outputs(outputs: list[Path]) -> set[str]:
+    """The outputs that exist already, one directory listing per folder (not a stat per file)."""
+    found: set[str] = set()
+    for folder in {os.path.dirname(str(o)) for o in outputs}:
+        try:
+            with os.scandir(folder) as entries:
+                found.update(os.path.join(folder, e.name) for e in entries)
+        except OSError:
+            pass
+    return found
 
 
 def _refuse_dst_inside_sources(dst: Path, forbidden: list[Path], listed: bool) -> None:
@@ -194,10 +212,12 @@ def apply_folder(run_dir: Path, src: Path, dst: Path, batch_size: int = 256, dev
     if output_format == "png":
         plan = plan_outputs(root, files, dst, forbidden)
         if dst.exists():
-            for folder in {target.parent for _, target in plan if target.parent.is_dir()}:
-                remove_stale_temporaries(folder)   # left by a job that was killed mid-write
+            for folder in {os.path.dirname(str(target)) for _, target in plan}:
+                if os.path.isdir(folder):
+                    remove_stale_temporaries(Path(folder))   # left by a job that was killed mid-write
         if not overwrite:
-            todo = [(f, o) for f, o in plan if not o.exists()]
+            done = existing_outputs([o for _, o in plan]) if dst.exists() else set()
+            todo = [(f, o) for f, o in plan if str(o) not in done]
             result.existing = len(plan) - len(todo)
             plan = todo
         tasks = [{"inputs": [str(f) for f, _ in plan[i:i + batch_size]],
