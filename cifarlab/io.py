@@ -38,8 +38,13 @@ def _atomic(path: Path, write: Callable[[str], None]) -> Path:
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # mode 0666 & ~umask
     except OSError as e:
         raise _cannot_write(path, e) from None
+    return _put_in_place(tmp, path, lambda: write(str(tmp)))
+
+
+def _put_in_place(tmp: Path, path: Path, write: Callable[[], None]) -> Path:
+    """Run `write` (which fills `tmp`), then rename `tmp` to `path`; on any failure remove `tmp`."""
     try:
-        write(str(tmp))
+        write()
         os.replace(tmp, path)
     except BaseException as e:
         try:
@@ -64,23 +69,15 @@ def write_bytes(path, data: bytes, make_parents: bool = True) -> Path:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # mode 0666 & ~umask
     except OSError as e:
         raise _cannot_write(path, e) from None
-    try:
+
+    def write_all():
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
         finally:
             os.close(fd)
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise _cannot_write(path, e) from None
-        raise
-    return path
+    return _put_in_place(tmp, path, write_all)
 
 
 def remove_stale_temporaries(folder: Path) -> int:

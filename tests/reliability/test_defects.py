@@ -18,7 +18,7 @@ from PIL import Image
 import cifarlab
 from cifarlab.cli import main
 from cifarlab.errors import CifarlabError
-from cifarlab.io import write_text
+from cifarlab.io import write_bytes, write_text
 from cifarlab.runs import RunFolder
 
 
@@ -126,6 +126,24 @@ def test_artifacts_follow_the_umask(tmp_path, umask, mode):
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == mode
+
+
+def test_write_bytes_is_atomic_follows_the_umask_and_leaves_nothing_on_failure(tmp_path, monkeypatch):
+    old = os.umask(0o077)
+    try:
+        path = write_bytes(tmp_path / "d" / "a.png", b"x" * 70000)
+    finally:
+        os.umask(old)
+    assert path.read_bytes() == b"x" * 70000 and path.stat().st_mode & 0o777 == 0o600
+
+    def disk_full(fd, data):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "write", disk_full)
+    with pytest.raises(CifarlabError, match="cannot write .*a.png.*No space left on device"):
+        write_bytes(tmp_path / "d" / "a.png", b"y")
+    monkeypatch.undo()
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["a.png"]   # no temporary file left
+    assert path.read_bytes() == b"x" * 70000                                    # the old file intact
 
 
 def test_runs_apply_and_exports_are_readable_by_others_under_the_usual_umask(sandbox):
