@@ -19,7 +19,7 @@ from ..devices import available_devices, resolve_device
 from ..errors import CifarlabError
 from ..evaluation.metrics import data_range
 from ..io import read_json
-from ..models.exact import exact_separable_net
+from ..models.exact import exact_operator_net
 from ..pipeline import Pipeline
 from ..runs import RunFolder
 from ..transform.artifact import read_checkpoint
@@ -179,7 +179,7 @@ def _measure_all(bench: Bench, model, workload, devices, sizes, names, stated_ps
     bench.time("sequential-functional", cpu, C.per_image(workload.inputs, workload.pipeline),
                warmup=C.per_image(first, workload.pipeline), note="torchvision v2.functional calls")
     try:
-        exact = exact_separable_net(workload.pipeline, model.in_shape).eval().requires_grad_(False)
+        exact = exact_operator_net(workload.pipeline, model.in_shape).eval().requires_grad_(False)
     except CifarlabError as e:
         exact = None
         bench.notes.append(f"exact operator not timed: {e}")

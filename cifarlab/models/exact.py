@@ -239,3 +239,24 @@ def spatial_plan(pipeline: Pipeline, in_shape=(3, 32, 32), rank: int | None = No
     if not operator_fits(in_shape, (1, ho, wo)):
         return None
     return kronecker_plan(spatial_operator(part, (h, w)), (ho, wo, h, w), pipeline.transposes, rank)
+
+
+def exact_operator_net(pipeline: Pipeline, in_shape=(3, 32, 32)) -> SeparableNet:
+    """The exact operator of any linear pipeline whose operator can be probed, as the cheapest
+    sepnet that holds it: one separable term when that is exact, else `linear_plan`'s Kronecker
+    terms or dense matrix (a rotation by a non-right angle). Refused, in one line, for non-linear
+    pipelines and for operators sepnet cannot hold; `transform bench` times it as a contender."""
+    try:
+        return exact_separable_net(pipeline, in_shape)
+    except CifarlabError:
+        if not pipeline.is_linear(in_shape):
+            raise
+    out_shape = pipeline.output_shape(in_shape)
+    if not operator_fits(in_shape, out_shape):
+        raise CifarlabError(f"pipeline {pipeline.spec!r}: its operator ({out_shape[1]}x{out_shape[2]} outputs) is "
+                            f"too big to probe")
+    plan = linear_plan(pipeline, in_shape)
+    if plan.error > EXACT_TOL or not plan.spatial.exact:
+        raise CifarlabError(f"pipeline {pipeline.spec!r} is linear but sepnet cannot hold its operator exactly "
+                            f"(off by {max(plan.error, plan.spatial.error):.1e} relative)")
+    return plan.build(in_shape, out_shape)

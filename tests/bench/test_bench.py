@@ -246,3 +246,16 @@ def test_half_row_runs_the_network_in_float16(trained_run):
         assert out.dtype == torch.float16
         assert (out.float() - model(x)).abs().max() < 1e-2
         assert next(model.parameters()).dtype == torch.float32  # the float row's model is left alone
+
+
+def test_exact_operator_row_holds_rotations_and_refuses_non_linear_pipelines():
+    """`transform bench`'s exact-operator contender: a rotation by a non-right angle is linear
+    but not separable; it gets the Kronecker/dense form. A non-linear pipeline has none."""
+    from cifarlab.errors import CifarlabError
+    from cifarlab.models.exact import exact_operator_net
+    rotate = Pipeline.parse("rotate:30,resize:28x28,grayscale")
+    x = torch.rand(4, 3, 32, 32)
+    with torch.inference_mode():
+        assert torch.allclose(exact_operator_net(rotate)(x), rotate(x), atol=1e-5)
+    with pytest.raises(CifarlabError, match="not linear"):
+        exact_operator_net(Pipeline.parse("adjust_gamma:0.7,resize:28x28"))
