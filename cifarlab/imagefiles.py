@@ -7,7 +7,6 @@ file alike.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
@@ -53,12 +52,6 @@ def encode_png(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def write_png_atomically(path, image: np.ndarray, make_parents: bool = True) -> None:
-    """Encoded in memory, then written in one atomic step (`cifarlab.io.write_bytes`)."""
-    from .io import write_bytes
-    write_bytes(path, encode_png(image), make_parents)
-
-
 # ---- chunks, for the worker processes of `transform apply`
 
 def init_worker() -> None:
@@ -81,13 +74,6 @@ def decode_chunk(files: list[str], size: int) -> tuple[np.ndarray, list[int], li
 
 
 def encode_chunk(targets: list[str], images: np.ndarray) -> int:
-    """Write uint8 (n, C, H, W) images as PNGs, each atomically; each folder is made once."""
-    from .io import _cannot_write
-    for folder in {Path(t).parent for t in targets}:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise _cannot_write(folder / Path(targets[0]).name, e) from None
-    for target, image in zip(targets, images):
-        write_png_atomically(target, image, make_parents=False)
-    return len(targets)
+    """Write uint8 (n, C, H, W) images as PNGs, each atomically (`cifarlab.io.write_files`)."""
+    from .io import write_files
+    return write_files((target, encode_png(image)) for target, image in zip(targets, images))

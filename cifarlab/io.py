@@ -13,7 +13,7 @@ import math
 import os
 import secrets
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from .errors import CifarlabError
 
@@ -78,6 +78,19 @@ def write_bytes(path, data: bytes, make_parents: bool = True) -> Path:
         finally:
             os.close(fd)
     return _put_in_place(tmp, path, write_all)
+
+
+def write_files(items: Iterable[tuple[Any, bytes]]) -> int:
+    """Each (path, data) written with `write_bytes`, each folder made once (before its first
+    file): the many small files of `transform apply`. Returns how many were written."""
+    made: set[str] = set()
+    count = 0
+    for path, data in items:
+        folder = os.path.dirname(str(path))
+        write_bytes(path, data, make_parents=folder not in made)
+        made.add(folder)
+        count += 1
+    return count
 
 
 def remove_stale_temporaries(folder: Path) -> int:

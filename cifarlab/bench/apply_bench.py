@@ -161,12 +161,9 @@ def user_loop(run_dir: Path, files: list[Path], root: Path, out: Path) -> None:
 def write_floor(files: list[Path], root: Path, out: Path, size: int = 900) -> None:
     """The file system's floor: the loop's output files, `size` bytes each, written atomically as
     apply writes them, with nothing decoded or encoded. Neither the loop nor apply can beat it."""
-    from ..io import write_bytes
-    blob, targets = bytes(size), [(out / file.relative_to(root)).with_suffix(".png") for file in files]
-    for folder in {t.parent for t in targets}:
-        folder.mkdir(parents=True, exist_ok=True)
-    for target in targets:
-        write_bytes(target, blob, make_parents=False)
+    from ..io import write_files
+    blob = bytes(size)
+    write_files(((out / file.relative_to(root)).with_suffix(".png"), blob) for file in files)
 
 
 def _timed(name, fn, rows, count, memory: bool = False, **extra):

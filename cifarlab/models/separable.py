@@ -69,12 +69,11 @@ class PointwiseMLP(nn.Module):
 
 def stretch_contrast(x: torch.Tensor) -> torch.Tensor:
     """Each image's channels rescaled so their minimum is 0 and maximum 1 (a flat channel is left
-    as it is): what a leading `autocontrast` does, which a per-pixel MLP can only approximate."""
-    low, high = x.amin((-2, -1), keepdim=True), x.amax((-2, -1), keepdim=True)
-    flat = high == low
-    low = torch.where(flat, torch.zeros_like(low), low)
-    span = torch.where(flat, torch.ones_like(high), high - low)
-    return ((x - low) / span).clamp(0, 1)
+    as it is): torchvision's own autocontrast, so a leading `autocontrast` step is done exactly,
+    which a per-pixel MLP can only approximate. Imported here: `transform apply`'s Ray actors
+    import this module, and torchvision costs ~2 s."""
+    import torchvision.transforms.v2.functional as F
+    return F.autocontrast(x)
 
 
 class SeparableNet(nn.Module):

@@ -126,19 +126,18 @@ def plan_outputs(root: Path, files: list[Path], dst: Path, forbidden: list[Path]
                                 f"rename one of them")
         seen[out] = file
     for folder in {os.path.dirname(out) for out in outputs}:   # DST above SRC: SRC/src/x -> SRC/x
-        folder = Path(folder)
-        inside = next((p for p in (folder, *folder.parents) if p in forbidden), None)
+        inside = next((p for p in (Path(folder), *Path(folder).parents) if p in forbidden), None)
         if inside is not None:
-            example = next(out for out in outputs if os.path.dirname(out) == str(folder))
+            example = next(out for out in outputs if os.path.dirname(out) == folder)
             raise CifarlabError(f"refusing to write {example!r}: it lies inside the source folder {str(inside)!r}; "
                                 f"choose a DST outside it")
     return [(file, Path(out)) for file, out in zip(files, outputs)]
 
 
-def existing_outputs(outputs: list[Path]) -> set[str]:
-    """The outputs that exist already, one directory listing per folder (not a stat per file)."""
+def existing_files(folders) -> set[str]:
+    """Every path in `folders` that exists, one directory listing per folder (not a stat per file)."""
     found: set[str] = set()
-    for folder in {os.path.dirname(str(o)) for o in outputs}:
+    for folder in folders:
         try:
             with os.scandir(folder) as entries:
                 found.update(os.path.join(folder, e.name) for e in entries)
@@ -211,12 +210,12 @@ def apply_folder(run_dir: Path, src: Path, dst: Path, batch_size: int = 256, dev
     result = ApplyResult(images=len(files), engine=engine.name, output_format=output_format)
     if output_format == "png":
         plan = plan_outputs(root, files, dst, forbidden)
-        if dst.exists():
-            for folder in {os.path.dirname(str(target)) for _, target in plan}:
-                if os.path.isdir(folder):
-                    remove_stale_temporaries(Path(folder))   # left by a job that was killed mid-write
+        folders = {os.path.dirname(str(target)) for _, target in plan} if dst.exists() else set()
+        for folder in folders:
+            if os.path.isdir(folder):
+                remove_stale_temporaries(Path(folder))   # left by a job that was killed mid-write
         if not overwrite:
-            done = existing_outputs([o for _, o in plan]) if dst.exists() else set()
+            done = existing_files(folders)
             todo = [(f, o) for f, o in plan if str(o) not in done]
             result.existing = len(plan) - len(todo)
             plan = todo
