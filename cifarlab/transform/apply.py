@@ -234,14 +234,17 @@ def apply_folder(run_dir: Path, src: Path, dst: Path, batch_size: int = 256, dev
         with engine.session(ckpt, dev, size) as run:
             result.startup_seconds, result.workers = run.startup_seconds, run.workers
             started = time.perf_counter()
-            for task, written, failed in run.run(tasks, model):
-                result.written += written
-                failures += failed
-                bar.update(len(task["inputs"]))
-                bar.set_postfix(failed=len(failures))
+            try:
+                for task, written, failed in run.run(tasks, model):
+                    result.written += written
+                    failures += failed
+                    bar.update(len(task["inputs"]))
+                    bar.set_postfix(failed=len(failures))
+            finally:
+                result.seconds = time.perf_counter() - started   # the engine's shutdown apart, as its start-up
     finally:
         bar.close()
-        result.seconds = time.perf_counter() - started
+        result.seconds = result.seconds or time.perf_counter() - started
         failures = earlier_failures + failures
         result.unreadable = len(failures)
         if failures:

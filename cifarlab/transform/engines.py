@@ -7,12 +7,13 @@ unreadable) as tasks finish:
 
 - `LocalEngine(workers)`: reading and writing in `workers` forked processes, the model in
   this process (0 workers: everything in this process);
-- `RayEngine(address, num_cpus, actors)`: a Ray Data pipeline whose `map_batches` runs the
-  model in a pool of actors: on CPUs, one actor a CPU, each running whole tasks (read, model,
-  write); when the cluster has GPUs, one GPU actor each for the model, with Ray tasks reading
-  and writing on the CPUs. No address (and no RAY_ADDRESS): a local Ray instance is started
-  with `num_cpus`; otherwise the cluster at the address is joined (its workers need cifarlab
-  installed). The seconds spent starting or joining Ray are reported apart from the job's.
+- `RayEngine(address, num_cpus, actors)`: a Ray Data pipeline. On CPUs, `map_batches` runs
+  whole tasks (read, model, write) as Ray tasks, one a CPU at a time, in Ray worker processes
+  warmed at start-up (torch imported, the model built); when the cluster has GPUs, one GPU
+  actor each runs the model, with Ray tasks reading and writing on the CPUs. No address (and
+  no RAY_ADDRESS): a local Ray instance is started with `num_cpus`; otherwise the cluster at
+  the address is joined (its workers need cifarlab installed). The seconds spent starting or
+  joining Ray and warming its workers are reported apart from the job's.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from .apply import read_task, run_model, write_task
 PENDING_PER_WORKER = 2   # tasks in flight per worker process, reading or writing: bounds memory
 RAY_INSTALL = 'the Ray engine needs Ray: pip install "cifarlab[ray]"'
 CONNECT_TIMEOUT_S = 10
+TASKS_PER_RAY_TASK = 4   # the job's tasks run by one Ray task on CPUs (see _RayRun)
 
 
 # ---- local: a forked process pool
@@ -213,37 +215,139 @@ def _stderr_kept_unless_failed():
 
 
 class _RayRun:
-    """On CPUs, each actor of the pool runs a whole task (read, model, write): the model costs a
-    few microseconds an image, so a pool that held a CPU for it alone left the reading and
-    writing one CPU fewer (on 2 CPUs: 0.17x the local engine). With GPUs, the model runs in
-    GPU actors and Ray tasks read and write on the CPUs."""
+    """On CPUs, each Ray task runs whole tasks of the job (read, model, write): the model costs a
+    few microseconds an image, so a model actor holding a CPU for it alone left the reading and
+    writing one CPU fewer (on 2 CPUs: 0.17x the local engine). Tuned on a 2-CPU local instance
+    writing 10,000 PNGs (BENCHMARKS.md), the CPU path's start-up does what Ray would otherwise
+    do on the job's clock:
+
+    - the worker processes are warmed, one Ray task a CPU importing torch and Ray Data's map
+      code and building the model, which each worker keeps (`_worker_model`): a fresh worker
+      spends ~2-3 s on imports, and actors always start fresh processes;
+    - Ray Data's own actors are started and waited for (`_wait_for_ray_data_actors`);
+    - Ray Data's per-operator resource reservation is off for this pipeline: with it, the one
+      map operator was given half the CPUs, and on 2 CPUs the first tasks ran one at a time;
+    - each Ray task runs `TASKS_PER_RAY_TASK` of the job's tasks (1,024 images at the default
+      batch), fewer when that would leave CPUs idle: Ray Data's scheduling costs tens of
+      milliseconds a task (256 images a Ray task: 4,200 images/s; 1,024: 5,300).
+
+    With GPUs, the model runs in GPU actors and Ray tasks read and write on the CPUs."""
     workers = 0
 
     def __init__(self, ray, ckpt, size, actors, startup_seconds):
-        self.ray, self.ckpt, self.size, self.startup_seconds = ray, ckpt, size, startup_seconds
+        self.ray, self.ckpt, self.size = ray, ckpt, size
+        started = time.perf_counter()
         resources = ray.cluster_resources()
         self.gpus = int(resources.get("GPU", 0))
         self.workers = actors or self.gpus or max(1, int(resources.get("CPU", 1)))
+        self.key = _checkpoint_key(ckpt)
+        if not self.gpus:
+            self._warm_workers()
+        self.startup_seconds = startup_seconds + time.perf_counter() - started
+
+    def _warm_workers(self):
+        """One Ray task a CPU, submitted at once, so each lands in its own idle worker, then a
+        one-row Ray Data run, which starts Ray Data's own actors."""
+        ray = self.ray
+        warm = ray.remote(num_cpus=1)(_warm_worker)
+        ckpt = ray.put(self.ckpt)
+        ray.get([warm.remote(ckpt, self.key) for _ in range(self.workers)])
+        self._context()
+        ray.data.range(1, override_num_blocks=1).map_batches(_identity).take_all()
+        _wait_for_ray_data_actors(ray)
+
+    def _context(self):
+        context = self.ray.data.DataContext.get_current()
+        context.enable_progress_bars = False
+        context.print_on_execution_start = False
+        if not self.gpus:
+            context.op_resource_reservation_enabled = False
+        return context
 
     def run(self, tasks, model):
         if not tasks:
             return
         ray = self.ray
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False
-        context.print_on_execution_start = False
-        rows = ray.data.from_items([{"task": json.dumps(t)} for t in tasks], override_num_blocks=len(tasks))
-        pool = ray.data.ActorPoolStrategy(size=self.workers)
+        self._context()
+        per_ray_task = max(1, min(TASKS_PER_RAY_TASK, len(tasks) // (2 * self.workers)))
+        blocks = -(-len(tasks) // per_ray_task)
+        rows = ray.data.from_items([{"task": json.dumps(t)} for t in tasks], override_num_blocks=blocks)
         if self.gpus:
             rows = rows.map(_ray_read, fn_kwargs={"size": self.size})
             rows = rows.map_batches(_RayModel, fn_constructor_kwargs={"ckpt": self.ckpt, "gpu": True},
-                                    batch_size=1, batch_format="numpy", compute=pool, num_gpus=1)
+                                    batch_size=1, batch_format="numpy",
+                                    compute=ray.data.ActorPoolStrategy(size=self.workers), num_gpus=1)
             rows = rows.map(_ray_write)
         else:
-            rows = rows.map_batches(_RayTaskRunner, fn_constructor_kwargs={"ckpt": self.ckpt, "size": self.size},
-                                    batch_size=1, batch_format="numpy", compute=pool, num_cpus=1)
+            rows = rows.map_batches(_run_tasks, fn_kwargs={"ckpt": self.ckpt, "key": self.key, "size": self.size},
+                                    batch_size=per_ray_task, batch_format="numpy", num_cpus=1)
         for row in rows.iter_rows():
             yield json.loads(row["task"]), int(row["written"]), json.loads(row["failed"])
+
+
+def _checkpoint_key(ckpt) -> str:
+    """Names a checkpoint's network for the workers' cache: its weights' bytes, hashed."""
+    import hashlib
+    digest = hashlib.sha256(json.dumps([ckpt["model"], ckpt["model_kwargs"], ckpt["in_shape"],
+                                        ckpt["out_shape"]], sort_keys=True).encode())
+    for name, value in sorted(ckpt["state_dict"].items()):
+        digest.update(name.encode())
+        digest.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+_WORKER_MODELS: dict = {}   # in a Ray worker process: checkpoint key -> its network, built once
+
+
+def _worker_model(ckpt, key):
+    model = _WORKER_MODELS.get(key)
+    if model is None:
+        from .artifact import build_from_checkpoint
+        torch.set_num_threads(1)
+        _WORKER_MODELS.clear()
+        model = _WORKER_MODELS[key] = build_from_checkpoint(ckpt)
+    return model
+
+
+def _warm_worker(ckpt, key):
+    try:   # what a Ray Data map task imports first: ~0.8 s in a fresh worker, which then started late
+        import ray.data._internal.execution.operators.map_operator  # noqa: F401
+    except ImportError:
+        pass
+    _worker_model(ckpt, key)
+    return os.getpid()
+
+
+def _wait_for_ray_data_actors(ray):
+    """Ray Data starts its own actors (statistics, an autoscaling coordinator) on first use, and
+    does not wait for them: a fresh actor process importing Ray Data took ~1.2 s of CPU in the
+    first seconds of the job. Wait here, in the start-up, so the job's clock does not pay it.
+    These are Ray Data internals; when they move, the job still runs, only its start is slower."""
+    try:
+        from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import (
+            get_or_create_autoscaling_coordinator,
+        )
+        from ray.data._internal.stats import get_or_create_stats_actor
+        actors = [get_or_create_autoscaling_coordinator(), get_or_create_stats_actor()]
+        ray.get([actor.__ray_ready__.remote() for actor in actors], timeout=60)
+    except Exception:   # noqa: BLE001: an optimisation of the start-up only
+        pass
+
+
+def _identity(batch):
+    return batch
+
+
+def _run_tasks(batch, ckpt, key, size):
+    """A Ray task: whole tasks of the job (read, model, write), as a local worker runs them."""
+    model = _worker_model(ckpt, key)
+    written, failures = [], []
+    for text in batch["task"]:
+        task = json.loads(text)
+        images, kept, failed = read_task(task, size)
+        written.append(write_task(task, run_model(model, images, torch.device("cpu")), kept, failed))
+        failures.append(json.dumps(failed))
+    return {"task": batch["task"], "written": written, "failed": failures}
 
 
 def _ray_read(row, size):
@@ -266,25 +370,6 @@ def _ray_write(row):
     task, failed = json.loads(row["task"]), json.loads(row["failed"])
     written = write_task(task, row["outputs"], json.loads(row["kept"]), failed)
     return {"task": row["task"], "written": written, "failed": row["failed"]}
-
-
-class _RayTaskRunner:
-    """A CPU actor that runs whole tasks, as a local worker would, with one torch thread."""
-
-    def __init__(self, ckpt, size):
-        from .artifact import build_from_checkpoint
-        torch.set_num_threads(1)
-        self.size, self.device = size, torch.device("cpu")
-        self.model = build_from_checkpoint(ckpt)
-
-    def __call__(self, batch):
-        written, failures = [], []
-        for text in batch["task"]:
-            task = json.loads(text)
-            images, kept, failed = read_task(task, self.size)
-            written.append(write_task(task, run_model(self.model, images, self.device), kept, failed))
-            failures.append(json.dumps(failed))
-        return {"task": batch["task"], "written": written, "failed": failures}
 
 
 def make_engine(name: str, workers: int | None = None, ray_address: str | None = None,

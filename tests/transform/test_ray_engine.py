@@ -78,3 +78,16 @@ def _same_files(sandbox, tree):
         assert local.written > 24
         ray_files, local_files = files_of(sandbox / f"ray-{fmt}"), files_of(sandbox / f"local-{fmt}")
         assert sorted(ray_files) == sorted(local_files) and ray_files == local_files, fmt
+
+
+def test_ray_workers_keep_one_network_a_checkpoint():
+    """The workers' cache is keyed by the weights: another checkpoint gets its own network."""
+    import torch
+
+    from cifarlab.transform.engines import _checkpoint_key
+    ckpt = {"model": "sepnet", "model_kwargs": {}, "in_shape": [3, 32, 32], "out_shape": [1, 28, 28],
+            "state_dict": {"w": torch.zeros(3, 4)}}
+    other = dict(ckpt, state_dict={"w": torch.zeros(3, 4).index_fill_(1, torch.tensor([2]), 1e-7)})
+    assert _checkpoint_key(ckpt) == _checkpoint_key(dict(ckpt, state_dict={"w": torch.zeros(3, 4)}))
+    assert _checkpoint_key(ckpt) != _checkpoint_key(other)
+    assert _checkpoint_key(ckpt) != _checkpoint_key(dict(ckpt, out_shape=[3, 28, 28]))
