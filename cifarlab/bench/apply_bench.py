@@ -17,8 +17,9 @@ The data folder's images are tiled (hard links, copies where links fail) into SC
 Each engine writes into a fresh folder (every earlier output is deleted before the first
 pass, and dirty pages are flushed before each: on a disk mounted with `discard`, deleting
 10,000 files slows whatever runs next); its wall time covers the whole call (listing the
-files, loading the model, starting worker processes), but for Ray, whose start-up is
-reported on its own. Every engine's PNGs must be byte-identical to `--workers 2`'s, and
+files, loading the model, starting worker processes), less the engine's own start-up and
+shutdown (Ray: starting the instance and warming its workers; `ray.shutdown`), which are
+reported on their own, with Ray's ratio to the local engine both without and with them. Every engine's PNGs must be byte-identical to `--workers 2`'s, and
 within 1/255 of the loop's (which truncates where apply rounds) when the network is exact;
 a trained network adds its own error, which the check states. Peak memory comes from separate
 passes of `--workers 2` (and Ray) at `images` and `memory_images` files, not from the timed
@@ -174,15 +175,18 @@ def _timed(name, fn, rows, count, memory: bool = False, **extra):
     os.sync()
     with PeakMemory() if memory else contextlib.nullcontext() as sampler:
         started = time.perf_counter()
-        startup = fn() or 0.0
-        seconds = time.perf_counter() - started - startup
+        startup, shutdown = fn() or (0.0, 0.0)
+        whole = time.perf_counter() - started
+        seconds = whole - startup - shutdown
     peak = sampler.peak if memory else None
     row = {"engine": name + (" (memory pass)" if memory else ""), "images": count, "seconds": seconds,
-           "images_per_second": count / seconds, "startup_seconds": startup or None, "peak_pss_mb": peak,
-           "memory_pass": memory, **extra}
+           "images_per_second": count / seconds, "startup_seconds": startup or None,
+           "shutdown_seconds": shutdown or None, "whole_call_images_per_second": count / whole,
+           "peak_pss_mb": peak, "memory_pass": memory, **extra}
     rows.append(row)
     print(f"bench-apply: {row['engine']:36s} {count:6d} images  {seconds:7.2f} s  "
           f"{row['images_per_second']:7.0f} images/s" + (f"  (start-up {startup:.1f} s)" if startup else "")
+          + (f" (shutdown {shutdown:.1f} s)" if shutdown else "")
           + (f"  peak PSS {peak:7.0f} MB" if memory else ""), file=sys.stderr)
     return row
 
@@ -194,7 +198,7 @@ def _engine_pass(run_dir, src, dst, engine):
         result = apply_folder(run_dir, src, dst, engine=engine, quiet=True)
         if result.written != result.images:
             raise CifarlabError(f"{engine.name} wrote {result.written} of {result.images} images")
-        return result.startup_seconds
+        return result.startup_seconds, result.shutdown_seconds
     return run
 
 
@@ -266,7 +270,9 @@ def bench_apply(run_dir, data, scratch, images: int = 10000, memory_images: int 
         if r["images"] == images and not r["memory_pass"]:
             r["vs_loop"] = r["images_per_second"] / loop["images_per_second"]
         if r["engine"].startswith("apply --engine ray"):
-            r["vs_local_engine"] = r["images_per_second"] / local[r["images"], r["memory_pass"]]["images_per_second"]
+            twin = local[r["images"], r["memory_pass"]]
+            r["vs_local_engine"] = r["images_per_second"] / twin["images_per_second"]
+            r["vs_local_engine_whole_call"] = r["whole_call_images_per_second"] / twin["whole_call_images_per_second"]
     results = {"run_dir": str(run_dir), "data": str(data), "images": images, "memory_images": memory_images,
                "rows": rows, "checks": checks, "machine": _machine() | {"scratch_filesystem": _filesystem(scratch)}}
     write_json(scratch / "bench-apply.json", results)
@@ -307,13 +313,16 @@ def render(results: dict) -> str:
              + ", ".join(f"{k} {v}" for k, v in m.items() if k not in ("cpu", "cores", "scratch_filesystem")),
              f"Scratch folder's file system: {m.get('scratch_filesystem', 'unknown')}. Timed passes run without the "
              "memory sampler; peak memory comes from separate passes (rows marked 'memory pass').", "",
-             "| engine | files | images/s | vs loop | vs local engine | start-up (s) | peak PSS, all processes (MB) |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             "| engine | files | images/s | vs loop | vs local engine | start-up + shutdown (s) "
+             "| vs local engine, start-up and shutdown counted | peak PSS, all processes (MB) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results["rows"]:
         lines.append(f"| {r['engine']} | {r['images']:,} | {r['images_per_second']:,.0f} | "
                      + (f"{r['vs_loop']:.2f}x" if "vs_loop" in r else "") + " | "
                      + (f"{r['vs_local_engine']:.2f}x" if "vs_local_engine" in r else "") + " | "
-                     + (f"{r['startup_seconds']:.1f}" if r.get("startup_seconds") else "") + " | "
+                     + (f"{r['startup_seconds']:.1f} + {r['shutdown_seconds'] or 0:.1f}"
+                        if r.get("startup_seconds") else "") + " | "
+                     + (f"{r['vs_local_engine_whole_call']:.2f}x" if "vs_local_engine_whole_call" in r else "") + " | "
                      + (f"{r['peak_pss_mb']:,.0f}" if r.get("peak_pss_mb") is not None else "") + " |")
     lines += ["", "Outputs: " + "; ".join(f"{name}: {'ok' if c['ok'] else 'FAILED'} "
                                           f"({json.dumps({k: v for k, v in c.items() if k != 'ok'})})"

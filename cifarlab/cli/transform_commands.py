@@ -178,7 +178,7 @@ def echo_export(run_dir, fmt, out, overwrite, kind) -> None:
               help="ray engine: join the cluster at HOST:PORT [default: $RAY_ADDRESS, else start a local instance].")
 @click.option("--ray-cpus", type=int, default=None, help="ray engine: CPUs of the local instance [default: the cores].")
 @click.option("--ray-actors", type=int, default=None,
-              help="ray engine: model actors [default: one per GPU, else one per CPU of the cluster, each running whole tasks].")
+              help="ray engine: how many run at once [default: one model actor per GPU; without GPUs, one task per CPU of the cluster, each running read, model and write].")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Rewrite outputs that exist already [default: keep them, "
                                                 "so a re-run finishes an interrupted job].")
@@ -195,7 +195,8 @@ def apply_command(run_dir, src, dst, output_format, shard_size, batch_size, engi
     result = apply_folder(Path(run_dir), Path(src), Path(dst), batch_size, device, overwrite, quiet=quiet,
                           output_format=output_format, shard_size=shard_size, engine=runner)
     who = (f"{result.workers} worker(s)" if result.engine == "local" else
-           f"ray, {result.workers} model actor(s), start-up {result.startup_seconds:.1f} s")
+           f"ray, {result.workers} at once, start-up {result.startup_seconds:.1f} s, "
+           f"shutdown {result.shutdown_seconds:.1f} s")
     click.echo(f"wrote {result.written} image(s) to {dst} in {result.seconds:.1f} s "
                f"({result.images_per_second:,.0f} images/s, {who})"
                + (f"; kept {result.existing} existing" if result.existing else "")

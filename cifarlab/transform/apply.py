@@ -30,7 +30,7 @@ or Ray) only decide where each step runs:
 
 Every file is written atomically (`cifarlab.io`), so an interrupted job (Ctrl-C, SIGKILL, a
 full disk) leaves no half-written output, and `DST/apply-summary.json` records images,
-written, existing, unreadable, seconds, images/s, the engine and its start-up seconds.
+written, existing, unreadable, seconds, images/s, the engine and its start-up and shutdown seconds.
 """
 from __future__ import annotations
 
@@ -66,6 +66,7 @@ class ApplyResult:
     workers: int = 0
     engine: str = "local"
     startup_seconds: float = 0.0   # the engine's own start-up (Ray: starting or joining the cluster)
+    shutdown_seconds: float = 0.0  # and its shutdown (Ray: ray.shutdown of a local instance)
     output_format: str = "png"
 
     @property
@@ -242,6 +243,7 @@ def apply_folder(run_dir: Path, src: Path, dst: Path, batch_size: int = 256, dev
                     bar.set_postfix(failed=len(failures))
             finally:
                 result.seconds = time.perf_counter() - started   # the engine's shutdown apart, as its start-up
+        result.shutdown_seconds = time.perf_counter() - started - result.seconds
     finally:
         bar.close()
         result.seconds = result.seconds or time.perf_counter() - started

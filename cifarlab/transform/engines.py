@@ -235,7 +235,7 @@ class _RayRun:
     workers = 0
 
     def __init__(self, ray, ckpt, size, actors, startup_seconds):
-        self.ray, self.ckpt, self.size = ray, ckpt, size
+        self.ray, self.ckpt, self.size, self.actors = ray, ckpt, size, actors
         started = time.perf_counter()
         resources = ray.cluster_resources()
         self.gpus = int(resources.get("GPU", 0))
@@ -280,7 +280,8 @@ class _RayRun:
             rows = rows.map(_ray_write)
         else:
             rows = rows.map_batches(_run_tasks, fn_kwargs={"ckpt": self.ckpt, "key": self.key, "size": self.size},
-                                    batch_size=per_ray_task, batch_format="numpy", num_cpus=1)
+                                    batch_size=per_ray_task, batch_format="numpy", num_cpus=1,
+                                    **({"concurrency": self.actors} if self.actors else {}))
         for row in rows.iter_rows():
             yield json.loads(row["task"]), int(row["written"]), json.loads(row["failed"])
 
