@@ -76,10 +76,23 @@ def stretch_contrast(x: torch.Tensor) -> torch.Tensor:
     return F.autocontrast(x)
 
 
+def apply_curve(x: torch.Tensor, curve: torch.Tensor) -> torch.Tensor:
+    """Each channel's values through its (C, levels) table, linear between the levels: the
+    table's own values for inputs on the levels (8-bit images), an interpolation between them."""
+    c, levels = curve.shape
+    scaled = x.clamp(0, 1) * (levels - 1)
+    low = scaled.floor().clamp_(max=levels - 2)
+    frac = scaled - low
+    index = low.long() + (torch.arange(c, device=x.device) * levels).view(1, c, *([1] * (x.dim() - 2)))
+    flat = curve.reshape(-1)
+    below = flat[index]
+    return below + frac * (flat[index + 1] - below)
+
+
 class SeparableNet(nn.Module):
     def __init__(self, in_shape=(3, 32, 32), out_shape=(1, 28, 28), hidden: int = 0, rank: int = 1,
                  transpose: bool = False, act: str = "gelu", context: str = "mean", dense: bool = False,
-                 stretch: bool = False):
+                 stretch: bool = False, curve: bool = False, levels: int = 256):
         super().__init__()
         if not (1 <= rank <= 64 and 0 <= hidden <= 4096):
             raise ValueError(f"rank must be from 1 to 64 and hidden from 0 to 4096, got rank={rank}, hidden={hidden}")
@@ -95,6 +108,9 @@ class SeparableNet(nn.Module):
         if dense and (rank != 1 or transpose):
             raise ValueError("dense holds the whole spatial operator: it takes neither rank nor transpose")
         self.rank, self.transpose, self.dense, self.stretch = rank, transpose, dense, stretch
+        # Leading per-value steps (brightness, gamma, solarize...), probed as a table per channel
+        # (`Pipeline.leading_curve`, loaded by the trainer): fixed, so a buffer, not a weight.
+        self.register_buffer("curve", (torch.arange(levels) / (levels - 1)).repeat(c, 1) if curve else None)
         self.mix = nn.Parameter(torch.randn(co * rank, c) / c)
         if dense:
             self.spatial = nn.Parameter(torch.randn(ho * wo, h * w) / (h * w))
@@ -108,6 +124,8 @@ class SeparableNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
+        if self.curve is not None:
+            x = apply_curve(x, self.curve)
         if self.stretch:
             x = stretch_contrast(x)
         co, ho, wo = self.out_shape
@@ -140,9 +158,10 @@ class SeparableNet(nn.Module):
 @register_model("sepnet")
 def sepnet(in_shape=(3, 32, 32), out_shape=(1, 28, 28), hidden: int = 0, rank: int = 1,
            transpose: bool = False, act: str = "gelu", context: str = "mean", dense: bool = False,
-           stretch: bool = False) -> nn.Module:
+           stretch: bool = False, curve: bool = False) -> nn.Module:
     """Default model. The trainer sets `hidden` (0 for linear pipelines, 16 otherwise, then with
     act=relu, and context=range where a step needs each image's extremes), `transpose`
-    (quarter turns), `rank` or `dense` (from the probed spatial operator) and `stretch` (a leading
-    autocontrast) from the pipeline unless given in --model-args."""
-    return SeparableNet(in_shape, out_shape, hidden, rank, transpose, act, context, dense, stretch)
+    (quarter turns), `rank` or `dense` (from the probed spatial operator), `stretch` (a leading
+    autocontrast) and `curve` (leading steps that act on each channel's values alone) from the
+    pipeline unless given in --model-args."""
+    return SeparableNet(in_shape, out_shape, hidden, rank, transpose, act, context, dense, stretch, curve)

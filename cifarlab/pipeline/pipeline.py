@@ -58,6 +58,43 @@ class Pipeline:
         """The steps after a leading autocontrast (all of them when there is none)."""
         return Pipeline(self.steps[1:]) if self.leading_stretch else self
 
+    def leading_curve(self, input_shape=(3, 32, 32), levels: int = 256) -> tuple[torch.Tensor | None, int]:
+        """(curve, steps): the longest run of leading steps that act on each channel's values alone
+        (brightness, gamma, solarize, invert, normalize...), as the value each of the `levels` input
+        levels 0, 1/(levels-1), ..., 1 becomes in each channel: a (C, levels) table, exact for
+        8-bit images. Found by probing, not by name: the steps' outputs on a ramp give the table,
+        and random 8-bit images must then agree with it to float precision (a step that mixes
+        channels, moves pixels, or looks at the whole image, like contrast's mean, does not).
+        (None, 0) when the pipeline does not start with such a step, or is linear (its operator
+        holds it exactly already)."""
+        from ..models.separable import apply_curve
+        c = input_shape[0]
+        if self.is_linear(input_shape):
+            return None, 0
+        # k / (levels - 1) as the data's own conversion computes it (linspace can differ by an ulp)
+        ramp = (torch.arange(levels).float() / (levels - 1)).view(1, 1, 1, levels).expand(1, c, 1, levels).contiguous()
+        g = torch.Generator().manual_seed(0)
+        check = torch.randint(0, levels, (4, *input_shape), generator=g).float() / (levels - 1)
+        found, table = 0, None
+        for n in range(1, len(self.steps) + 1):
+            step = self.steps[n - 1]
+            if step.spec.spatial or step.spec.uses_extremes:
+                break
+            head = Pipeline(self.steps[:n])
+            try:
+                curve = head(ramp).reshape(c, levels)
+                expected = head(check)
+            except Exception:  # noqa: BLE001: a step that cannot run on a 1-pixel-high ramp is not per value
+                break
+            if expected.shape != check.shape or not torch.allclose(apply_curve(check, curve), expected, atol=1e-6):
+                break
+            found, table = n, curve.float()
+        return table, found
+
+    def after(self, steps: int) -> "Pipeline":
+        """The pipeline without its first `steps` steps."""
+        return Pipeline(self.steps[steps:])
+
     def spatial_part(self) -> "Pipeline | None":
         """The steps that move or mix pixels (resize, rotate, blur...), without the per-pixel ones:
         the part a SeparableNet holds in its row/column (or dense) operator. None if there is none."""
@@ -88,3 +125,4 @@ class Pipeline:
         """Identifies the ground truth this pipeline gives (torchvision's version included)."""
         text = f"{self.spec}|torchvision={torchvision.__version__}"
         return hashlib.sha1(text.encode()).hexdigest()[:16]
+

@@ -48,17 +48,33 @@ class TrainingDiverged(CifarlabError):
     pass
 
 
+def exact_front(config: TransformConfig, pipeline: Pipeline, in_shape) -> tuple[dict, Pipeline, torch.Tensor | None]:
+    """What sepnet does exactly in front of everything it learns, unless --model-args says otherwise:
+    a leading autocontrast (`stretch`), or leading steps that act on each channel's values alone
+    (`curve`: brightness, gamma, solarize...; the probed table). Returns the model kwargs it sets,
+    the rest of the pipeline (what the network's other parts must do) and the curve's table."""
+    args = config.model_args
+    if config.model != "sepnet":
+        return {}, pipeline, None
+    if args.get("stretch", pipeline.leading_stretch):
+        return {"stretch": True}, pipeline.after_stretch(), None
+    if args.get("curve", True):
+        table, steps = pipeline.leading_curve(in_shape)
+        if table is not None:
+            return {"curve": True}, pipeline.after(steps), table
+    return {}, pipeline, None
+
+
 def model_kwargs_for(config: TransformConfig, pipeline: Pipeline, in_shape, plan=None) -> dict:
     """The default model's shape follows the pipeline unless --model-args says otherwise:
     linear pipelines get the purely linear network, quarter turns the transposed one, a leading
-    autocontrast the exact stretch, and the probed operator (`operator_plan`) sets the rank, or a
-    dense spatial operator."""
+    autocontrast the exact stretch, leading per-value steps the exact curve (`exact_front`), and
+    the probed operator (`operator_plan`) sets the rank, or a dense spatial operator."""
     kwargs = dict(config.model_args)
     if config.model == "sepnet":
-        if pipeline.leading_stretch:
-            kwargs.setdefault("stretch", True)
-        if kwargs.get("stretch"):
-            pipeline = pipeline.after_stretch()   # what the network's other parts must do
+        front, pipeline, _ = exact_front(config, pipeline, in_shape)
+        for key, value in front.items():
+            kwargs.setdefault(key, value)
         kwargs.setdefault("hidden", 0 if pipeline.is_linear(in_shape) else 16)
         spatial = plan.spatial if isinstance(plan, LinearPlan) else plan
         if spatial is not None and not kwargs.get("dense"):
@@ -85,8 +101,7 @@ def operator_plan(config: TransformConfig, pipeline: Pipeline, in_shape,
         return None
     rank = config.model_args.get("rank")
     rank = rank if isinstance(rank, int) and not isinstance(rank, bool) and 1 <= rank <= 64 else None
-    if config.model_args.get("stretch", pipeline.leading_stretch):
-        pipeline = pipeline.after_stretch()   # the network stretches exactly; the rest is planned
+    _, pipeline, _ = exact_front(config, pipeline, in_shape)   # done exactly by the network; the rest is planned
     if pipeline.is_linear(in_shape):
         plan = linear_plan(pipeline, in_shape, rank)
         if plan.error > EXACT_TOL:
@@ -128,6 +143,9 @@ def build_net(config: TransformConfig, data: TransformData) -> tuple[torch.nn.Mo
     if init == "exact" and kwargs.get("hidden"):
         raise CifarlabError("--init exact needs the purely linear sepnet (hidden=0 in --model-args)")
     net = create_model(config.model, in_shape=data.in_shape, out_shape=data.out_shape, **kwargs)
+    _, _, curve = exact_front(config, data.pipeline, data.in_shape)
+    if curve is not None and getattr(net, "curve", None) is not None:
+        net.curve.copy_(curve)
     if init in ("auto", "exact") and isinstance(plan, LinearPlan) and not kwargs.get("hidden"):
         plan.load(net)  # short of float precision (a capped rank), training goes on from there
         return net, kwargs, "operator" if plan.spatial.exact or kwargs.get("dense") else "spatial", notes

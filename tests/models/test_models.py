@@ -111,3 +111,24 @@ def test_stretch_is_torchvision_autocontrast():
     x = X.clone()
     x[0, 1] = 0.3                     # a flat channel is left as it is
     assert torch.equal(stretch_contrast(x), F.autocontrast(x))
+
+
+@pytest.mark.parametrize("spec, steps", [
+    ("adjust_brightness:1.3,resize:28x28", 1), ("adjust_gamma:0.7,solarize:0.3,grayscale", 2),
+    ("invert,adjust_gamma:0.5:1.2,adjust_contrast:1.4", 2),
+    ("adjust_contrast:1.4", 0), ("adjust_saturation:1.6", 0), ("adjust_hue:0.1", 0),   # they mix channels
+    ("resize:28x28,adjust_gamma:0.7", 0), ("autocontrast,adjust_gamma:0.7", 0),        # not in front
+    ("resize:28x28,grayscale,hflip,vflip", 0),                                         # linear: the operator holds it
+])
+def test_leading_per_value_steps_are_one_exact_table_per_channel(spec, steps):
+    """The curve is found by probing: on 8-bit images it gives the leading steps' own output."""
+    from cifarlab.models.separable import apply_curve
+    pipeline = Pipeline.parse(spec)
+    table, found = pipeline.leading_curve()
+    assert found == steps and (table is None) == (steps == 0)
+    if steps:
+        x = torch.randint(0, 256, (3, 3, 32, 32), generator=torch.Generator().manual_seed(1)).float() / 255
+        head = Pipeline(pipeline.steps[:steps])
+        assert table.shape == (3, 256) and (apply_curve(x, table) - head(x)).abs().max() < 1e-6
+        between = apply_curve(torch.full((1, 3, 1, 1), 0.5 / 255), table)   # off the levels: halfway
+        assert torch.allclose(between.view(3), (table[:, 0] + table[:, 1]) / 2)
