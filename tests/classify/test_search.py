@@ -15,7 +15,7 @@ def test_report_adam_preset_is_the_reports_24_settings_unpruned():
 
 def test_default_search_is_the_recipes_lr_and_weight_decay_pruned():
     spec = SearchSpec(recipe="fast")
-    assert spec.space() == {"lr": [0.1, 0.2, 0.4, 0.8], "weight_decay": [0.000125, 0.00025, 0.0005, 0.001]}
+    assert spec.space() == {"lr": [0.1, 0.2, 0.4, 0.8, 1.6], "weight_decay": [0.000125, 0.00025, 0.0005, 0.001, 0.002]}
     assert spec.pruner_name() == "halving" and spec.base_config().time_budget == 30
     full = SearchSpec(grid="lr-wd-full")
     assert full.space() == spec.space() and full.pruner_name() == "none"

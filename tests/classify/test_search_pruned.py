@@ -106,7 +106,7 @@ def test_unknown_preset_and_bad_heartbeat_are_refused(capsys, tiny_folder, tmp_p
 
 
 def test_presets_are_grids_of_known_size():
-    assert len(grid_points(SearchSpec(grid="lr-wd").space())) == 16
+    assert len(grid_points(SearchSpec(grid="lr-wd").space())) == 25
     assert len(grid_points(SearchSpec(grid="report-adam").space())) == 24
 
 
