@@ -89,10 +89,18 @@ def apply_curve(x: torch.Tensor, curve: torch.Tensor) -> torch.Tensor:
     return below + frac * (flat[index + 1] - below)
 
 
+def clamped_affine(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """clamp(A·x + B·mean(x) + b, 0, 1) per pixel, with [A | B | b] = table (C, 2C+1) and mean(x)
+    each image's mean of each channel."""
+    c = x.shape[1]
+    shift = x.mean((2, 3)) @ table[:, c:2 * c].T + table[:, 2 * c]
+    return (torch.einsum("oc,nchw->nohw", table[:, :c], x) + shift[:, :, None, None]).clamp(0, 1)
+
+
 class SeparableNet(nn.Module):
     def __init__(self, in_shape=(3, 32, 32), out_shape=(1, 28, 28), hidden: int = 0, rank: int = 1,
                  transpose: bool = False, act: str = "gelu", context: str = "mean", dense: bool = False,
-                 stretch: bool = False, curve: bool = False, levels: int = 256):
+                 stretch: bool = False, curve: bool = False, levels: int = 256, affine: bool = False):
         super().__init__()
         if not (1 <= rank <= 64 and 0 <= hidden <= 4096):
             raise ValueError(f"rank must be from 1 to 64 and hidden from 0 to 4096, got rank={rank}, hidden={hidden}")
@@ -111,6 +119,9 @@ class SeparableNet(nn.Module):
         # Leading per-value steps (brightness, gamma, solarize...), probed as a table per channel
         # (`Pipeline.leading_curve`, loaded by the trainer): fixed, so a buffer, not a weight.
         self.register_buffer("curve", (torch.arange(levels) / (levels - 1)).repeat(c, 1) if curve else None)
+        # Then a step of the form clamp(A·x + B·mean(x) + b) (brightness, contrast, saturation), fitted
+        # exactly (`Pipeline.leading_clamped_affine`): [A | B | b], identity until the trainer loads it.
+        self.register_buffer("affine", torch.cat([torch.eye(c), torch.zeros(c, c + 1)], 1) if affine else None)
         self.mix = nn.Parameter(torch.randn(co * rank, c) / c)
         if dense:
             self.spatial = nn.Parameter(torch.randn(ho * wo, h * w) / (h * w))
@@ -128,6 +139,8 @@ class SeparableNet(nn.Module):
             x = apply_curve(x, self.curve)
         if self.stretch:
             x = stretch_contrast(x)
+        if self.affine is not None:
+            x = clamped_affine(x, self.affine)
         co, ho, wo = self.out_shape
         # Channel mix first: it shrinks the data 3 -> 1 before the spatial products. bmm with an
         # expanded (stride-0) weight, not matmul(2-D, 3-D), which folds the batch through copies:
@@ -158,10 +171,11 @@ class SeparableNet(nn.Module):
 @register_model("sepnet")
 def sepnet(in_shape=(3, 32, 32), out_shape=(1, 28, 28), hidden: int = 0, rank: int = 1,
            transpose: bool = False, act: str = "gelu", context: str = "mean", dense: bool = False,
-           stretch: bool = False, curve: bool = False) -> nn.Module:
+           stretch: bool = False, curve: bool = False, affine: bool = False) -> nn.Module:
     """Default model. The trainer sets `hidden` (0 for linear pipelines, 16 otherwise, then with
     act=relu, and context=range where a step needs each image's extremes), `transpose`
     (quarter turns), `rank` or `dense` (from the probed spatial operator), `stretch` (a leading
-    autocontrast) and `curve` (leading steps that act on each channel's values alone) from the
-    pipeline unless given in --model-args."""
-    return SeparableNet(in_shape, out_shape, hidden, rank, transpose, act, context, dense, stretch, curve)
+    autocontrast), `curve` (leading steps that act on each channel's values alone) and `affine`
+    (then a brightness, contrast or saturation) from the pipeline unless given in --model-args."""
+    return SeparableNet(in_shape, out_shape, hidden, rank, transpose, act, context, dense, stretch, curve,
+                        affine=affine)

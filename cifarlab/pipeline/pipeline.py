@@ -91,6 +91,46 @@ class Pipeline:
             found, table = n, curve.float()
         return table, found
 
+    def leading_clamped_affine(self, input_shape=(3, 32, 32), images: int = 16) -> torch.Tensor | None:
+        """The first step as clamp(A·x + B·mean(x) + b, 0, 1) per pixel, where mean(x) is the image's
+        mean of each channel, when it is exactly that: torchvision's brightness, saturation and
+        contrast (a blend with black, the pixel's grey, or the image's mean grey, then the clamp).
+        Fitted by least squares on the outputs the clamp left alone, then checked to float precision
+        on fresh images. Returns [A | B | b] as a (C, 2C+1) float32 table, or None."""
+        from ..models.separable import clamped_affine
+        if not self.steps or self.steps[0].spec.spatial or self.steps[0].spec.uses_extremes:
+            return None
+        step, c = self.steps[0], input_shape[0]
+
+        def images_with_varied_means(seed):
+            g = torch.Generator().manual_seed(seed)
+            low = torch.rand(images, 1, 1, 1, generator=g, dtype=torch.float64) * 0.6
+            span = 0.1 + torch.rand(images, 1, 1, 1, generator=g, dtype=torch.float64) * (1 - low - 0.1)
+            return low + span * torch.rand(images, *input_shape, generator=g, dtype=torch.float64)
+
+        try:
+            x = images_with_varied_means(0)
+            y = step(x)
+            if y.shape != x.shape:
+                return None
+            features = torch.cat([x.permute(0, 2, 3, 1).reshape(-1, c),
+                                  x.mean((2, 3)).repeat_interleave(x.shape[2] * x.shape[3], 0),
+                                  torch.ones(x.numel() // c, 1, dtype=x.dtype)], 1)
+            rows = []
+            for channel in range(c):
+                target = y[:, channel].reshape(-1)
+                free = (target > 1e-9) & (target < 1 - 1e-9)
+                if free.sum() < 4 * features.shape[1]:
+                    return None
+                rows.append(torch.linalg.lstsq(features[free], target[free, None]).solution[:, 0])
+            table = torch.stack(rows)
+            fresh = images_with_varied_means(1)
+            if (clamped_affine(fresh, table) - step(fresh)).abs().max() > 1e-7:
+                return None
+        except Exception:  # noqa: BLE001: a step that cannot run on these inputs is not of this form
+            return None
+        return table.float()
+
     def after(self, steps: int) -> "Pipeline":
         """The pipeline without its first `steps` steps."""
         return Pipeline(self.steps[steps:])

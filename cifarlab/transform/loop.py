@@ -48,21 +48,26 @@ class TrainingDiverged(CifarlabError):
     pass
 
 
-def exact_front(config: TransformConfig, pipeline: Pipeline, in_shape) -> tuple[dict, Pipeline, torch.Tensor | None]:
+def exact_front(config: TransformConfig, pipeline: Pipeline, in_shape) -> tuple[dict, Pipeline, dict]:
     """What sepnet does exactly in front of everything it learns, unless --model-args says otherwise:
     a leading autocontrast (`stretch`), or leading steps that act on each channel's values alone
-    (`curve`: brightness, gamma, solarize...; the probed table). Returns the model kwargs it sets,
-    the rest of the pipeline (what the network's other parts must do) and the curve's table."""
-    args = config.model_args
-    if config.model != "sepnet":
-        return {}, pipeline, None
+    (`curve`: gamma, solarize...; a probed table), then a step of the form clamp(A·x + B·mean(x) + b)
+    (`affine`: brightness, contrast, saturation; fitted). Returns the model kwargs it sets, the rest
+    of the pipeline (what the network's other parts must do) and the tables to load."""
+    args, front, tables = config.model_args, {}, {}
+    if config.model != "sepnet" or pipeline.is_linear(in_shape):
+        return front, pipeline, tables
     if args.get("stretch", pipeline.leading_stretch):
-        return {"stretch": True}, pipeline.after_stretch(), None
-    if args.get("curve", True):
+        front["stretch"], pipeline = True, pipeline.after_stretch()
+    elif args.get("curve", True):
         table, steps = pipeline.leading_curve(in_shape)
         if table is not None:
-            return {"curve": True}, pipeline.after(steps), table
-    return {}, pipeline, None
+            front["curve"], tables["curve"], pipeline = True, table, pipeline.after(steps)
+    if args.get("affine", True) and not pipeline.is_linear(in_shape):
+        table = pipeline.leading_clamped_affine(in_shape)
+        if table is not None:
+            front["affine"], tables["affine"], pipeline = True, table, pipeline.after(1)
+    return front, pipeline, tables
 
 
 def model_kwargs_for(config: TransformConfig, pipeline: Pipeline, in_shape, plan=None) -> dict:
@@ -143,9 +148,9 @@ def build_net(config: TransformConfig, data: TransformData) -> tuple[torch.nn.Mo
     if init == "exact" and kwargs.get("hidden"):
         raise CifarlabError("--init exact needs the purely linear sepnet (hidden=0 in --model-args)")
     net = create_model(config.model, in_shape=data.in_shape, out_shape=data.out_shape, **kwargs)
-    _, _, curve = exact_front(config, data.pipeline, data.in_shape)
-    if curve is not None and getattr(net, "curve", None) is not None:
-        net.curve.copy_(curve)
+    for name, table in exact_front(config, data.pipeline, data.in_shape)[2].items():
+        if getattr(net, name, None) is not None:
+            getattr(net, name).copy_(table)
     if init in ("auto", "exact") and isinstance(plan, LinearPlan) and not kwargs.get("hidden"):
         plan.load(net)  # short of float precision (a capped rank), training goes on from there
         return net, kwargs, "operator" if plan.spatial.exact or kwargs.get("dense") else "spatial", notes

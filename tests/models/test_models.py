@@ -132,3 +132,18 @@ def test_leading_per_value_steps_are_one_exact_table_per_channel(spec, steps):
         assert table.shape == (3, 256) and (apply_curve(x, table) - head(x)).abs().max() < 1e-6
         between = apply_curve(torch.full((1, 3, 1, 1), 0.5 / 255), table)   # off the levels: halfway
         assert torch.allclose(between.view(3), (table[:, 0] + table[:, 1]) / 2)
+
+
+@pytest.mark.parametrize("spec, form", [("adjust_contrast:1.4", True), ("adjust_saturation:1.6", True),
+                                        ("adjust_brightness:0.6", True), ("adjust_hue:0.1", False),
+                                        ("adjust_gamma:0.7", False), ("resize:28x28", False)])
+def test_torchvisions_blends_are_fitted_exactly(spec, form):
+    """brightness, saturation and contrast are clamp(A·x + B·mean(x) + b): fitted, they agree with
+    torchvision to float precision on images they were not fitted on; other steps are refused."""
+    from cifarlab.models.separable import clamped_affine
+    pipeline = Pipeline.parse(spec)
+    table = pipeline.leading_clamped_affine()
+    assert (table is not None) == form
+    if form:
+        x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(2)) * 0.5 + 0.3
+        assert (clamped_affine(x, table) - pipeline(x)).abs().max() < 1e-5

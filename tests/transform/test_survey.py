@@ -20,14 +20,14 @@ def test_every_registered_step_has_survey_arguments_and_every_pipeline_parses():
 def test_a_two_step_survey_writes_tables_and_picture_and_resumes(tmp_path, make_folder):
     data = make_folder(tmp_path / "data", per_class=6)
     out = tmp_path / "survey"
-    report = run_survey(str(data), out, time_budget=1.5, steps="hflip,adjust_contrast", chains=False, quiet=True)
+    report = run_survey(str(data), out, time_budget=1.5, steps="hflip,adjust_hue", chains=False, quiet=True)
     text = report.read_text()
     table = [line for line in text.splitlines() if line.startswith("| `")]
-    assert [line.split("|")[1].strip() for line in table] == ["`hflip`", "`adjust_contrast`"]   # in the order given
-    hflip, contrast = json.loads((out / "survey.json").read_text())["rows"]
-    assert (contrast["linear"], hflip["linear"]) == (False, True)
-    assert hflip["exact_psnr"] > 100 and contrast["exact_psnr"] is None
-    assert 0 < contrast["psnr"] and contrast["seconds"] >= 1.5
+    assert [line.split("|")[1].strip() for line in table] == ["`hflip`", "`adjust_hue`"]   # in the order given
+    hflip, hue = json.loads((out / "survey.json").read_text())["rows"]
+    assert (hue["linear"], hflip["linear"]) == (False, True)
+    assert hflip["exact_psnr"] > 100 and hue["exact_psnr"] is None
+    assert 0 < hue["psnr"] and hue["seconds"] >= 1.5
     # a linear step starts at its probed operator and needs no training (init="auto")
     assert hflip["psnr"] > 100 and hflip["epochs"] == 0 and hflip["ssim"] > 0.999
     assert (out / "survey.png").stat().st_size > 0
@@ -36,11 +36,11 @@ def test_a_two_step_survey_writes_tables_and_picture_and_resumes(tmp_path, make_
     state = json.loads((out / "survey.json").read_text())
     state["rows"] = state["rows"][:1]
     (out / "survey.json").write_text(json.dumps(state))
-    (out / "runs" / "01-adjust-contrast" / "metrics.json").unlink()
+    (out / "runs" / "01-adjust-hue" / "metrics.json").unlink()
     first_model = (out / "runs" / "00-hflip" / "model.pt").read_bytes()
-    run_survey(str(data), out, time_budget=1.5, steps="hflip,adjust_contrast", chains=False, quiet=True)
+    run_survey(str(data), out, time_budget=1.5, steps="hflip,adjust_hue", chains=False, quiet=True)
     rows = json.loads((out / "survey.json").read_text())["rows"]
-    assert [r["name"] for r in rows] == ["hflip", "adjust_contrast"]
+    assert [r["name"] for r in rows] == ["hflip", "adjust_hue"]
     assert (out / "runs" / "00-hflip" / "model.pt").read_bytes() == first_model
 
     with pytest.raises(CifarlabError, match="other settings"):

@@ -142,13 +142,16 @@ def test_exact_init_matches_pipeline_before_any_training(tmp_path):
 
 @pytest.mark.parametrize("spec", ["rotate:30,resize:28x28,grayscale,hflip,vflip",
                                   "autocontrast,resize:28x28,grayscale,hflip,vflip",
-                                  "adjust_brightness:1.3,solarize:0.5,resize:28x28,grayscale,hflip,vflip"])
+                                  "adjust_brightness:1.3,solarize:0.5,resize:28x28,grayscale,hflip,vflip",
+                                  "adjust_gamma:0.7,adjust_saturation:1.6,resize:28x28,grayscale,hflip,vflip",
+                                  "autocontrast,adjust_contrast:1.4,resize:28x28,grayscale"])
 def test_auto_init_starts_at_the_exact_operator(tmp_path, spec):
     """rotate:30 is linear but far from separable (rank 1 reached 9.2 dB): the probed operator,
     held as a dense spatial matrix, is the answer before any training. A leading autocontrast is
     the network's exact stretch, then the probed operator of the rest; so are leading steps that
     act on each channel's values alone (the curve: brightness's clamp reached 42.5 dB learned in
-    300 s), solarize's jump included: 8-bit images never fall inside it."""
+    300 s), solarize's jump included: 8-bit images never fall inside it; and then a blend of
+    torchvision's (brightness, saturation, contrast against the image's mean), fitted exactly."""
     config = TransformConfig(data="sample", pipeline=spec, init="auto",
                              time_budget=30, logger="none", device="cpu")
     run = train(config, out=str(tmp_path / "rot"), quiet=True)
@@ -201,7 +204,7 @@ def test_schedules_by_progress():
 def test_default_model_shape_follows_the_pipeline():
     from cifarlab.models import create_model
     from cifarlab.transform.loop import model_kwargs_for
-    nonlinear = Pipeline.parse("adjust_contrast:1.4,resize:28x28,grayscale")
+    nonlinear = Pipeline.parse("adjust_hue:0.1,resize:28x28,grayscale")
     assert model_kwargs_for(TransformConfig(), Pipeline.parse(), (3, 32, 32)) == {"hidden": 0, "transpose": False}
     assert model_kwargs_for(TransformConfig(), nonlinear, (3, 32, 32)) == {
         "hidden": 16, "transpose": False, "act": "relu", "context": "mean"}
@@ -210,7 +213,7 @@ def test_default_model_shape_follows_the_pipeline():
                             (3, 32, 32)) == {"curve": True, "hidden": 0, "transpose": False}
     assert model_kwargs_for(TransformConfig(model_args={"curve": False}), Pipeline.parse("adjust_gamma:0.7,resize:28x28"),
                             (3, 32, 32))["hidden"] == 16
-    stretched = Pipeline.parse("adjust_contrast:1.4,autocontrast,resize:28x28")
+    stretched = Pipeline.parse("adjust_hue:0.1,autocontrast,resize:28x28")
     assert model_kwargs_for(TransformConfig(), stretched, (3, 32, 32))["context"] == "range"
     # a leading autocontrast is done exactly by the network's stretch; the rest here is linear
     assert model_kwargs_for(TransformConfig(), Pipeline.parse("autocontrast,resize:28x28"), (3, 32, 32)) == {
