@@ -11,7 +11,8 @@ sepnet holds one (``init="auto"``: a linear pipeline's whole operator, else its 
 - `runs/<n>-<slug>/`: every run folder (model, metrics, samples, report);
 - `survey.json`: the rows, rewritten atomically after each run;
 - `survey.md`: both tables (step, arguments, linear or not, parameters, PSNR, SSIM,
-  cos ≥ 0.95, time, and for linear pipelines the exact operator's PSNR);
+  cos ≥ 0.95, time, for linear pipelines the exact operator's PSNR, and the trained network's
+  forward cost at batch 1024, timed after all runs, beside a copy of the same batch);
 - `survey.png`: one row of held-out samples (input, ground truth, model) per pipeline.
 
 An interrupted survey keeps its finished rows: the same command again skips them, resumes the
@@ -111,6 +112,25 @@ def _row(item: SurveyItem, run_dir: Path, x_val: torch.Tensor) -> dict:
             "exact_psnr": exact_psnr(pipeline, x_val, y_val), "run": run_dir.name}
 
 
+COST_BATCH = 1024   # the batch the forward cost is timed at (the bench's large batch)
+
+
+def forward_cost(run_dir: Path, repeats: int = 9) -> dict:
+    """What the trained network costs to run: its forward pass over a batch of COST_BATCH float
+    images on the CPU, timed in rounds paired with a copy of the same batch (`bench.timing`), so
+    the ratio carries between machines where milliseconds do not."""
+    import statistics
+
+    from .. import load
+    from ..bench.timing import measure_rounds
+    net = load(run_dir)
+    x = torch.rand(COST_BATCH, *net.in_shape, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        timed = measure_rounds({"model": lambda: net(x), "copy": lambda: x.clone()}, repeats, torch.device("cpu"))
+    ratio = statistics.median(m / c for m, c in zip(timed["model"].samples, timed["copy"].samples))
+    return {"forward_ms": timed["model"].median * 1e3, "forward_vs_copy": ratio}
+
+
 def run_survey(data: str, out, time_budget: float, steps: str = "all", chains: bool = True, seed: int = 0,
                device: str = "auto", data_root: str | None = None, quiet: bool = False) -> Path:
     """Train one run per survey item (see the module docstring); returns survey.md."""
@@ -152,6 +172,10 @@ def run_survey(data: str, out, time_budget: float, steps: str = "all", chains: b
                         continue
             state["rows"].append(_row(item, run_dir, x_val))
             write_json(state_path, state)
+        for row in state["rows"]:   # timed after training, so no run shares the CPU with a timing
+            if "error" not in row and "forward_vs_copy" not in row:
+                row.update(forward_cost(out / "runs" / row["run"]))
+                write_json(state_path, state)
         write_outputs(out, state)
     return out / "survey.md"
 
@@ -170,13 +194,15 @@ def _slug(text: str) -> str:
 
 def write_outputs(out: Path, state: dict) -> None:
     settings = state["settings"]
-    header = ("| {first} | arguments | linear | parameters | PSNR | SSIM | cos ≥ 0.95 | time / epochs | exact operator |\n"
-              "|---|---|---|---|---|---|---|---|---|")
+    header = ("| {first} | arguments | linear | parameters | PSNR | SSIM | cos ≥ 0.95 | time / epochs | exact operator "
+              f"| forward, batch {COST_BATCH} (CPU): ms, × a copy |\n"
+              "|---|---|---|---|---|---|---|---|---|---|")
     lines = ["# Learnability survey", "",
              f"Each step goes first, in front of the default pipeline `{DEFAULT_PIPELINE}`; the default model "
              f"trains {settings['time_budget']:g} s on `{settings['data']}` (seed {settings['seed']}); metrics on "
              f"the held-out images. Exact operator: the PSNR of the pipeline's probed affine operator, where the "
-             f"pipeline is linear.", ""]
+             f"pipeline is linear. Forward: the trained network on {COST_BATCH} float images on this machine's "
+             f"CPU, and that time over a copy of the same batch timed in the same rounds.", ""]
     for table, first in (("steps", "step"), ("chains", "chain")):
         rows = [r for r in state["rows"] if r["table"] == table]
         if not rows:
@@ -185,12 +211,13 @@ def write_outputs(out: Path, state: dict) -> None:
                   header.format(first=first)]
         for r in rows:
             if "error" in r:
-                lines.append(f"| `{r['name']}` | {r['arguments'] or '—'} | — | — | — | — | — | — | {r['error']} |")
+                lines.append(f"| `{r['name']}` | {r['arguments'] or '—'} | — | — | — | — | — | — | {r['error']} | — |")
                 continue
             exact = db(r["exact_psnr"]) if r["exact_psnr"] is not None else "—"
             lines.append(f"| `{r['name']}` | {r['arguments'] or '—'} | {'yes' if r['linear'] else 'no'} | "
                          f"{r['parameters']:,} | {db(r['psnr'])} | {r['ssim']:.4f} | {r['cosine_accuracy']:.1%} | "
-                         f"{r['seconds']:.0f} s / {r['epochs']} | {exact} |")
+                         f"{r['seconds']:.0f} s / {r['epochs']} | {exact} | "
+                         + (f"{r['forward_ms']:.2f} ms, {r['forward_vs_copy']:.1f}× |" if "forward_ms" in r else "— |"))
         lines.append("")
     lines += ["![samples](survey.png)", ""]
     write_text(out / "survey.md", "\n".join(lines))

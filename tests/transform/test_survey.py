@@ -31,6 +31,8 @@ def test_a_two_step_survey_writes_tables_and_picture_and_resumes(tmp_path, make_
     # a linear step starts at its probed operator and needs no training (init="auto")
     assert hflip["psnr"] > 100 and hflip["epochs"] == 0 and hflip["ssim"] > 0.999
     assert (out / "survey.png").stat().st_size > 0
+    # each network's forward cost, timed beside a copy of its input: a positive ratio in the table
+    assert hue["forward_ms"] > 0 and hue["forward_vs_copy"] > 0 and "× |" in table[1]
 
     # cut off during the second run: its row and its metrics are gone; a re-run redoes only that one
     state = json.loads((out / "survey.json").read_text())
