@@ -241,6 +241,30 @@ def spatial_plan(pipeline: Pipeline, in_shape=(3, 32, 32), rank: int | None = No
     return kronecker_plan(spatial_operator(part, (h, w)), (ho, wo, h, w), pipeline.transposes, rank)
 
 
+def clamped_spatial_plan(pipeline: Pipeline, in_shape=(3, 32, 32)) -> SpatialPlan | None:
+    """The first step as clamp(S·x) on each channel, when it is exactly that and keeps the image's
+    size: a spatial operator S (its derivative at mid-grey, `spatial_operator`) then the clamp to
+    [0, 1], which is torchvision's adjust_sharpness (a blend with the blurred image). Held in a few
+    Kronecker terms (the plan), checked to 1e-7 on random images; None otherwise (a linear step is
+    the operator's business, a dense one is not worth it in front)."""
+    if not pipeline.steps or not pipeline.steps[0].spec.spatial:
+        return None
+    step, (c, h, w) = Pipeline(pipeline.steps[:1]), in_shape
+    try:
+        if step.output_shape(in_shape) != tuple(in_shape) or step.is_linear(in_shape):
+            return None
+        operator = spatial_operator(step, (h, w))
+        plan = kronecker_plan(operator, (h, w, h, w))
+        if plan.rank is None or not plan.exact:
+            return None
+        x = torch.rand(4, *in_shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        if ((x.reshape(-1, h * w) @ operator.t()).clamp(0, 1).view_as(x) - step(x)).abs().max() > 1e-7:
+            return None
+    except Exception:  # noqa: BLE001: a step that cannot be probed so is not of this form
+        return None
+    return plan
+
+
 def exact_operator_net(pipeline: Pipeline, in_shape=(3, 32, 32)) -> SeparableNet:
     """The exact operator of any linear pipeline whose operator can be probed, as the cheapest
     sepnet that holds it: one separable term when that is exact, else `linear_plan`'s Kronecker

@@ -252,23 +252,34 @@ class _RayRun:
         warm = ray.remote(num_cpus=1)(_warm_worker)
         ckpt = ray.put(self.ckpt)
         ray.get([warm.remote(ckpt, self.key) for _ in range(self.workers)])
-        self._context()
-        ray.data.range(1, override_num_blocks=1).map_batches(_identity).take_all()
+        with self._data_context():
+            ray.data.range(1, override_num_blocks=1).map_batches(_identity).take_all()
         _wait_for_ray_data_actors(ray)
 
-    def _context(self):
+    @contextmanager
+    def _data_context(self):
+        """Ray Data's settings for this job, restored after it (they are the process's)."""
         context = self.ray.data.DataContext.get_current()
-        context.enable_progress_bars = False
-        context.print_on_execution_start = False
+        settings = {"enable_progress_bars": False, "print_on_execution_start": False}
         if not self.gpus:
-            context.op_resource_reservation_enabled = False
-        return context
+            settings["op_resource_reservation_enabled"] = False
+        saved = {name: getattr(context, name) for name in settings}
+        for name, value in settings.items():
+            setattr(context, name, value)
+        try:
+            yield context
+        finally:
+            for name, value in saved.items():
+                setattr(context, name, value)
 
     def run(self, tasks, model):
         if not tasks:
             return
+        with self._data_context():
+            yield from self._run(tasks)
+
+    def _run(self, tasks):
         ray = self.ray
-        self._context()
         per_ray_task = max(1, min(TASKS_PER_RAY_TASK, len(tasks) // (2 * self.workers)))
         blocks = -(-len(tasks) // per_ray_task)
         rows = ray.data.from_items([{"task": json.dumps(t)} for t in tasks], override_num_blocks=blocks)

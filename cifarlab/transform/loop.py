@@ -27,7 +27,8 @@ from ..errors import CifarlabError
 from ..io import torch_save, write_json
 from ..runs import RunFolder, config_to_resume
 from ..models import create_model
-from ..models.exact import EXACT_TOL, LinearPlan, SpatialPlan, linear_plan, operator_fits, spatial_plan
+from ..models.exact import (EXACT_TOL, LinearPlan, SpatialPlan, clamped_spatial_plan, linear_plan, operator_fits,
+                            spatial_plan)
 from ..pipeline import Pipeline
 from ..training import EarlyStopping, RunLogger, build_loss
 from ..training.budget import require_a_whole_epoch
@@ -49,14 +50,19 @@ class TrainingDiverged(CifarlabError):
 
 
 def exact_front(config: TransformConfig, pipeline: Pipeline, in_shape) -> tuple[dict, Pipeline, dict]:
-    """What sepnet does exactly in front of everything it learns, unless --model-args says otherwise:
-    a leading autocontrast (`stretch`), or leading steps that act on each channel's values alone
-    (`curve`: gamma, solarize...; a probed table), then a step of the form clamp(A·x + B·mean(x) + b)
-    (`affine`: brightness, contrast, saturation; fitted). Returns the model kwargs it sets, the rest
-    of the pipeline (what the network's other parts must do) and the tables to load."""
+    """What sepnet does exactly in front of everything it learns, in this order, unless --model-args
+    says otherwise: a leading step that is a spatial operator then the clamp (`front_rank`:
+    sharpness; probed), then an autocontrast (`stretch`) or steps that act on each channel's values
+    alone (`curve`: gamma, solarize...; a probed table), then a step of the form
+    clamp(A·x + B·mean(x) + b) (`affine`: brightness, contrast, saturation; fitted). Returns the
+    model kwargs it sets, the rest of the pipeline (what the network's other parts must do) and the
+    buffers to load."""
     args, front, tables = config.model_args, {}, {}
     if config.model != "sepnet" or pipeline.is_linear(in_shape):
         return front, pipeline, tables
+    if args.get("front_rank", 1) and (plan := clamped_spatial_plan(pipeline, in_shape)) is not None:
+        front["front_rank"], pipeline = plan.rank, pipeline.after(1)
+        tables["front_left"], tables["front_right"] = plan.left.float(), plan.right.float()
     if args.get("stretch", pipeline.leading_stretch):
         front["stretch"], pipeline = True, pipeline.after_stretch()
     elif args.get("curve", True):
