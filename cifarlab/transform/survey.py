@@ -167,7 +167,7 @@ def run_survey(data: str, out, time_budget: float, steps: str = "all", chains: b
                         train(config.validate(), out=str(run_dir), quiet=True)
                     except CifarlabError as e:
                         state["rows"].append({"table": item.table, "name": item.name, "arguments": item.arguments,
-                                              "pipeline": item.pipeline, "error": str(e)})
+                                              "pipeline": item.pipeline, "error": str(e), "run": run_dir.name})
                         write_json(state_path, state)
                         continue
             state["rows"].append(_row(item, run_dir, x_val))
@@ -205,6 +205,7 @@ def write_outputs(out: Path, state: dict) -> None:
              f"CPU, and that time over a copy of the same batch timed in the same rounds.", ""]
     for table, first in (("steps", "step"), ("chains", "chain")):
         rows = [r for r in state["rows"] if r["table"] == table]
+        rows.sort(key=lambda r: r.get("run", ""))   # the survey's order, also for rows redone later
         if not rows:
             continue
         lines += [f"## {'One step' if table == 'steps' else 'Chains of hard steps'}", "",

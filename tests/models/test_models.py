@@ -147,3 +147,19 @@ def test_torchvisions_blends_are_fitted_exactly(spec, form):
     if form:
         x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(2)) * 0.5 + 0.3
         assert (clamped_affine(x, table) - pipeline(x)).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("spec, rank", [("adjust_sharpness:2.0,resize:28x28", 3), ("adjust_sharpness:0.5", None),
+                                        ("rotate:30", None), ("adjust_gamma:0.7", None)])
+def test_a_leading_sharpness_is_its_spatial_operator_then_the_clamp(spec, rank):
+    """sharpness 2.0 overshoots and clamps: probed, it is 3 Kronecker terms then the clamp, equal to
+    torchvision's on random images; 0.5 never clamps (linear: the operator holds it), rotate is
+    linear, gamma does not move pixels."""
+    from cifarlab.models.exact import clamped_spatial_plan
+    from cifarlab.models.separable import clamped_spatial
+    pipeline = Pipeline.parse(spec)
+    plan = clamped_spatial_plan(pipeline)
+    assert (plan and plan.rank) == rank
+    if rank:
+        out = clamped_spatial(X, plan.left.float(), plan.right.float())
+        assert (out - Pipeline(pipeline.steps[:1])(X)).abs().max() < 1e-5
