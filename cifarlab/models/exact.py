@@ -265,6 +265,36 @@ def clamped_spatial_plan(pipeline: Pipeline, in_shape=(3, 32, 32)) -> SpatialPla
     return plan
 
 
+def spatial_front_plan(pipeline: Pipeline, in_shape=(3, 32, 32)) -> tuple[SpatialPlan, int, bool] | None:
+    """(plan, steps, clamp): what of the pipeline's start sepnet does as a spatial operator on every
+    channel in front of the rest: a sharpness (`clamped_spatial_plan`: the operator, then the clamp),
+    or the leading steps that move pixels linearly and keep the image's size (rotate, blur, flips)
+    when a non-linear step follows, so that step sees the moved pixels as it does in the pipeline
+    (a per-value step after a rotation cannot move before it). None when neither applies."""
+    plan = clamped_spatial_plan(pipeline, in_shape)
+    if plan is not None:
+        return plan, 1, True
+    steps, (c, h, w) = pipeline.steps, in_shape
+    n = 0
+    while n < len(steps) and steps[n].spec.spatial:
+        n += 1
+    try:
+        while n > 0:
+            head = Pipeline(steps[:n])
+            if head.output_shape(in_shape) == tuple(in_shape) and head.is_linear(in_shape):
+                break
+            n -= 1
+        if n == 0 or Pipeline(steps[n:]).is_linear(in_shape):
+            return None
+        operator = spatial_operator(head, (h, w))
+        x = torch.rand(2, *in_shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        if ((x.reshape(-1, h * w) @ operator.t()).view_as(x) - head(x)).abs().max() > 1e-7:
+            return None   # not the same operator on every channel, or an offset
+        return kronecker_plan(operator, (h, w, h, w)), n, False
+    except Exception:  # noqa: BLE001: steps that cannot be probed so are left to the rest
+        return None
+
+
 def exact_operator_net(pipeline: Pipeline, in_shape=(3, 32, 32)) -> SeparableNet:
     """The exact operator of any linear pipeline whose operator can be probed, as the cheapest
     sepnet that holds it: one separable term when that is exact, else `linear_plan`'s Kronecker

@@ -89,11 +89,15 @@ def apply_curve(x: torch.Tensor, curve: torch.Tensor) -> torch.Tensor:
     return below + frac * (flat[index + 1] - below)
 
 
-def clamped_spatial(x: torch.Tensor, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-    """clamp(Σ_k L_k · X · R_kᵀ, 0, 1) on every channel X of every image."""
+def spatial_front(x: torch.Tensor, left=None, right=None, dense=None, clamp: bool = True) -> torch.Tensor:
+    """Σ_k L_k · X · R_kᵀ (or the dense operator) on every channel X of every image, then clamped
+    to [0, 1] when `clamp`; the image keeps its size."""
     n, c, h, w = x.shape
-    terms = torch.matmul(torch.matmul(left, x.reshape(n * c, 1, h, w)), right.transpose(-1, -2))
-    return terms.sum(1).clamp(0, 1).view(n, c, *terms.shape[-2:])
+    if dense is not None:
+        y = (x.reshape(n * c, h * w) @ dense.t()).view(n, c, h, w)
+    else:
+        y = torch.matmul(torch.matmul(left, x.reshape(n * c, 1, h, w)), right.transpose(-1, -2)).sum(1).view(n, c, h, w)
+    return y.clamp(0, 1) if clamp else y
 
 
 def clamped_affine(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
@@ -108,7 +112,7 @@ class SeparableNet(nn.Module):
     def __init__(self, in_shape=(3, 32, 32), out_shape=(1, 28, 28), hidden: int = 0, rank: int = 1,
                  transpose: bool = False, act: str = "gelu", context: str = "mean", dense: bool = False,
                  stretch: bool = False, curve: bool = False, levels: int = 256, affine: bool = False,
-                 front_rank: int = 0):
+                 front_rank: int = 0, front_dense: bool = False, front_clamp: bool = True):
         super().__init__()
         if not (1 <= rank <= 64 and 0 <= hidden <= 4096):
             raise ValueError(f"rank must be from 1 to 64 and hidden from 0 to 4096, got rank={rank}, hidden={hidden}")
@@ -126,11 +130,15 @@ class SeparableNet(nn.Module):
         self.rank, self.transpose, self.dense, self.stretch = rank, transpose, dense, stretch
         # Leading per-value steps (brightness, gamma, solarize...), probed as a table per channel
         # (`Pipeline.leading_curve`, loaded by the trainer): fixed, so a buffer, not a weight.
-        # First, a step that is a spatial operator then the clamp (adjust_sharpness), in `front_rank`
-        # Kronecker terms probed from it (`exact.clamped_spatial_plan`): identity until loaded.
-        self.register_buffer("front_left", torch.eye(h).repeat(front_rank, 1, 1) * (torch.arange(front_rank) == 0)
-                             .view(-1, 1, 1) if front_rank else None)
-        self.register_buffer("front_right", self.front_left.clone() if front_rank else None)
+        # First, leading steps that move pixels (rotate, blur; or a sharpness, then clamped), as one
+        # spatial operator on every channel, probed (`exact.spatial_front_plan`): `front_rank` Kronecker
+        # terms or a dense matrix; identity until the trainer loads it.
+        ih, iw = in_shape[1:]
+        first = (torch.arange(max(front_rank, 1)) == 0).view(-1, 1, 1)
+        self.register_buffer("front_left", torch.eye(ih).repeat(front_rank, 1, 1) * first if front_rank else None)
+        self.register_buffer("front_right", torch.eye(iw).repeat(front_rank, 1, 1) * first if front_rank else None)
+        self.register_buffer("front_dense", torch.eye(ih * iw) if front_dense else None)
+        self.front_clamp = front_clamp
         self.register_buffer("curve", (torch.arange(levels) / (levels - 1)).repeat(c, 1) if curve else None)
         # Then a step of the form clamp(A·x + B·mean(x) + b) (brightness, contrast, saturation), fitted
         # exactly (`Pipeline.leading_clamped_affine`): [A | B | b], identity until the trainer loads it.
@@ -148,8 +156,8 @@ class SeparableNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
-        if self.front_left is not None:
-            x = clamped_spatial(x, self.front_left, self.front_right)
+        if self.front_left is not None or self.front_dense is not None:
+            x = spatial_front(x, self.front_left, self.front_right, self.front_dense, self.front_clamp)
         if self.curve is not None:
             x = apply_curve(x, self.curve)
         if self.stretch:
@@ -186,12 +194,13 @@ class SeparableNet(nn.Module):
 @register_model("sepnet")
 def sepnet(in_shape=(3, 32, 32), out_shape=(1, 28, 28), hidden: int = 0, rank: int = 1,
            transpose: bool = False, act: str = "gelu", context: str = "mean", dense: bool = False,
-           stretch: bool = False, curve: bool = False, affine: bool = False, front_rank: int = 0) -> nn.Module:
+           stretch: bool = False, curve: bool = False, affine: bool = False, front_rank: int = 0,
+           front_dense: bool = False, front_clamp: bool = True) -> nn.Module:
     """Default model. The trainer sets `hidden` (0 for linear pipelines, 16 otherwise, then with
     act=relu, and context=range where a step needs each image's extremes), `transpose`
-    (quarter turns), `rank` or `dense` (from the probed spatial operator), `front_rank` (a leading
-    sharpness), `stretch` (a leading autocontrast), `curve` (leading steps that act on each
-    channel's values alone) and `affine` (then a brightness, contrast or saturation) from the
-    pipeline unless given in --model-args."""
+    (quarter turns), `rank` or `dense` (from the probed spatial operator), `front_rank` or
+    `front_dense` and `front_clamp` (leading steps that move pixels, or a sharpness), `stretch` (then
+    an autocontrast), `curve` (or steps that act on each channel's values alone) and `affine` (then
+    a brightness, contrast or saturation) from the pipeline unless given in --model-args."""
     return SeparableNet(in_shape, out_shape, hidden, rank, transpose, act, context, dense, stretch, curve,
-                        affine=affine, front_rank=front_rank)
+                        affine=affine, front_rank=front_rank, front_dense=front_dense, front_clamp=front_clamp)

@@ -27,8 +27,8 @@ from ..errors import CifarlabError
 from ..io import torch_save, write_json
 from ..runs import RunFolder, config_to_resume
 from ..models import create_model
-from ..models.exact import (EXACT_TOL, LinearPlan, SpatialPlan, clamped_spatial_plan, linear_plan, operator_fits,
-                            spatial_plan)
+from ..models.exact import (EXACT_TOL, LinearPlan, SpatialPlan, linear_plan, operator_fits,
+                            spatial_front_plan, spatial_plan)
 from ..pipeline import Pipeline
 from ..training import EarlyStopping, RunLogger, build_loss
 from ..training.budget import require_a_whole_epoch
@@ -51,8 +51,9 @@ class TrainingDiverged(CifarlabError):
 
 def exact_front(config: TransformConfig, pipeline: Pipeline, in_shape) -> tuple[dict, Pipeline, dict]:
     """What sepnet does exactly in front of everything it learns, in this order, unless --model-args
-    says otherwise: a leading step that is a spatial operator then the clamp (`front_rank`:
-    sharpness; probed), then an autocontrast (`stretch`) or steps that act on each channel's values
+    says otherwise (front, stretch, curve, affine = false): leading steps that move pixels before a
+    non-linear step, or a sharpness (a spatial operator, then the clamp) (`front_rank` or
+    `front_dense`; probed), then an autocontrast (`stretch`) or steps that act on each channel's values
     alone (`curve`: gamma, solarize...; a probed table), then a step of the form
     clamp(A·x + B·mean(x) + b) (`affine`: brightness, contrast, saturation; fitted). Returns the
     model kwargs it sets, the rest of the pipeline (what the network's other parts must do) and the
@@ -60,9 +61,14 @@ def exact_front(config: TransformConfig, pipeline: Pipeline, in_shape) -> tuple[
     args, front, tables = config.model_args, {}, {}
     if config.model != "sepnet" or pipeline.is_linear(in_shape):
         return front, pipeline, tables
-    if args.get("front_rank", 1) and (plan := clamped_spatial_plan(pipeline, in_shape)) is not None:
-        front["front_rank"], pipeline = plan.rank, pipeline.after(1)
-        tables["front_left"], tables["front_right"] = plan.left.float(), plan.right.float()
+    if args.get("front", True) and (found := spatial_front_plan(pipeline, in_shape)) is not None:
+        plan, steps, clamp = found
+        if plan.rank is None:
+            front["front_dense"], tables["front_dense"] = True, plan.operator.float()
+        else:
+            front["front_rank"], tables["front_left"], tables["front_right"] = plan.rank, plan.left.float(), \
+                plan.right.float()
+        front["front_clamp"], pipeline = clamp, pipeline.after(steps)
     if args.get("stretch", pipeline.leading_stretch):
         front["stretch"], pipeline = True, pipeline.after_stretch()
     elif args.get("curve", True):

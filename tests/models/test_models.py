@@ -156,10 +156,28 @@ def test_a_leading_sharpness_is_its_spatial_operator_then_the_clamp(spec, rank):
     torchvision's on random images; 0.5 never clamps (linear: the operator holds it), rotate is
     linear, gamma does not move pixels."""
     from cifarlab.models.exact import clamped_spatial_plan
-    from cifarlab.models.separable import clamped_spatial
+    from cifarlab.models.separable import spatial_front
     pipeline = Pipeline.parse(spec)
     plan = clamped_spatial_plan(pipeline)
     assert (plan and plan.rank) == rank
     if rank:
-        out = clamped_spatial(X, plan.left.float(), plan.right.float())
+        out = spatial_front(X, plan.left.float(), plan.right.float())
         assert (out - Pipeline(pipeline.steps[:1])(X)).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("spec, steps, dense", [("rotate:30:bilinear,adjust_gamma:0.7,resize:28x28", 1, True),
+                                               ("gaussian_blur:5:1.0,hflip,adjust_contrast:1.4", 2, False),
+                                               ("resize:28x28,adjust_gamma:0.7", 0, None),   # changes the size
+                                               ("rotate:30,resize:28x28", 0, None)])         # nothing non-linear after
+def test_pixels_moved_before_a_non_linear_step_are_moved_in_front(spec, steps, dense):
+    from cifarlab.models.exact import spatial_front_plan
+    from cifarlab.models.separable import spatial_front
+    pipeline = Pipeline.parse(spec)
+    found = spatial_front_plan(pipeline)
+    assert (found[1] if found else 0) == steps
+    if steps:
+        plan, _, clamp = found
+        assert (plan.rank is None) == dense and not clamp
+        out = (spatial_front(X, dense=plan.operator.float(), clamp=False) if dense else
+               spatial_front(X, plan.left.float(), plan.right.float(), clamp=False))
+        assert (out - Pipeline(pipeline.steps[:steps])(X)).abs().max() < 1e-5

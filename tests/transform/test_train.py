@@ -143,7 +143,8 @@ def test_exact_init_matches_pipeline_before_any_training(tmp_path):
 @pytest.mark.parametrize("spec", ["rotate:30,resize:28x28,grayscale,hflip,vflip",
                                   "autocontrast,resize:28x28,grayscale,hflip,vflip",
                                   "adjust_brightness:1.3,solarize:0.5,adjust_saturation:1.6,resize:28x28,grayscale",
-                                  "adjust_sharpness:2.0,autocontrast,adjust_contrast:1.4,resize:28x28,hflip"])
+                                  "adjust_sharpness:2.0,autocontrast,adjust_contrast:1.4,resize:28x28,hflip",
+                                  "rotate:30:bilinear,adjust_gamma:0.7,resize:28x28,grayscale"])
 def test_auto_init_starts_at_the_exact_operator(tmp_path, spec):
     """rotate:30 is linear but far from separable (rank 1 reached 9.2 dB): the probed operator,
     held as a dense spatial matrix, is the answer before any training. A leading autocontrast is
@@ -151,7 +152,8 @@ def test_auto_init_starts_at_the_exact_operator(tmp_path, spec):
     act on each channel's values alone (the curve: brightness's clamp reached 42.5 dB learned in
     300 s), solarize's jump included: 8-bit images never fall inside it; and then a blend of
     torchvision's (brightness, saturation, contrast against the image's mean), fitted exactly. A
-    leading sharpness (47.9 dB learned in 300 s) is its probed spatial operator, then the clamp."""
+    leading sharpness (47.9 dB learned in 300 s) is its probed spatial operator, then the clamp; a
+    rotation before a per-value step is a dense spatial operator in front of the curve."""
     config = TransformConfig(data="sample", pipeline=spec, init="auto",
                              time_budget=30, logger="none", device="cpu")
     run = train(config, out=str(tmp_path / "rot"), quiet=True)
