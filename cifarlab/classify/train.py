@@ -147,6 +147,8 @@ def _train(config, run_dir, resuming, dist, device, quiet) -> Path:
     if not dist.is_main:
         return run_dir
     if trainer.best_state is None:
+        if stop_reason == "interrupted":   # Ctrl-C or SIGTERM stays an interruption: a survey or a
+            raise KeyboardInterrupt         # search must stop too, not record a failed run and go on
         raise CifarlabError("training stopped before the first epoch finished: nothing was saved "
                             "(raise --time-budget)")
     model.load_state_dict(trainer.best_state)

@@ -401,6 +401,8 @@ def _train(config, run_dir, resuming, device, quiet) -> Path:
         logger.close()
 
     if best_state is None:
+        if stop_reason == "interrupted":   # Ctrl-C or SIGTERM stays an interruption: a survey or a
+            raise KeyboardInterrupt         # search must stop too, not record a failed run and go on
         raise CifarlabError("training stopped before the first epoch finished: nothing was saved "
                             "(raise --time-budget)")
     net.load_state_dict(best_state)

@@ -115,6 +115,14 @@ def test_ctrl_c_saves_and_resume_continues(tmp_path, monkeypatch):
     assert metrics["epochs"] == 3 and metrics["stopped_by"] == "epochs"
 
 
+def test_ctrl_c_in_the_first_epoch_is_an_interruption_not_a_failed_run(tmp_path, monkeypatch):
+    """With nothing to save it still ends as Ctrl-C (a survey stops; it used to record an error row
+    and go on to the next pipeline)."""
+    monkeypatch.setattr(train_module, "build_loss", lambda name: _FaultyLoss(0, "interrupt"))
+    with pytest.raises(KeyboardInterrupt):
+        train(_small_config(), out=str(tmp_path / "run"), quiet=True)
+
+
 def test_nan_loss_stops_with_best_checkpoint_intact(tmp_path, monkeypatch):
     monkeypatch.setattr(train_module, "build_loss", lambda name: _FaultyLoss(30, "nan"))
     run = tmp_path / "run"
