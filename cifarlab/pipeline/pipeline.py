@@ -151,11 +151,19 @@ class Pipeline:
 
     def is_linear(self, input_shape=(3, 32, 32), trials: int = 4, tol: float = 1e-5) -> bool:
         """Check affinity by superposition on random inputs in [0, 1]:
-        P(a·x + (1-a)·y) = a·P(x) + (1-a)·P(y), and P(s·x) = s·P(x) + (1-s)·P(0)."""
+        P(a·x + (1-a)·y) = a·P(x) + (1-a)·P(y), and P(s·x) = s·P(x) + (1-s)·P(0). Half the inputs
+        are pixel noise, half blocks of black and white: a blur turns noise into grey near 0.5,
+        where a later contrast or sharpness never clamps, and the pipeline looked linear."""
         g = torch.Generator().manual_seed(0)
-        x = torch.rand(trials, *input_shape, generator=g, dtype=torch.float64)
-        y = torch.rand(trials, *input_shape, generator=g, dtype=torch.float64)
-        a = torch.rand(trials, 1, 1, 1, generator=g, dtype=torch.float64)
+        c, h, w = input_shape
+
+        def inputs():
+            noise = torch.rand(trials, *input_shape, generator=g, dtype=torch.float64)
+            blocks = torch.rand(trials, c, 4, 4, generator=g, dtype=torch.float64).round()
+            blocks = blocks.repeat_interleave(-(-h // 4), 2)[:, :, :h].repeat_interleave(-(-w // 4), 3)[..., :w]
+            return torch.cat([noise, blocks])
+        x, y = inputs(), inputs()
+        a = torch.rand(2 * trials, 1, 1, 1, generator=g, dtype=torch.float64)
         px, py, p0 = self(x), self(y), self(torch.zeros_like(x))
         mix_ok = torch.allclose(self(a * x + (1 - a) * y), a * px + (1 - a) * py, atol=tol)
         scale_ok = torch.allclose(self(a * x), a * px + (1 - a) * p0, atol=tol)

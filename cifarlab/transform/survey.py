@@ -128,7 +128,8 @@ def forward_cost(run_dir: Path, repeats: int = 9) -> dict:
     with torch.inference_mode():
         timed = measure_rounds({"model": lambda: net(x), "copy": lambda: x.clone()}, repeats, torch.device("cpu"))
     ratio = statistics.median(m / c for m, c in zip(timed["model"].samples, timed["copy"].samples))
-    return {"forward_ms": timed["model"].median * 1e3, "forward_vs_copy": ratio}
+    weights = sum(v.numel() for v in net.net.state_dict().values())   # buffers too: the fronts' tables
+    return {"forward_ms": timed["model"].median * 1e3, "forward_vs_copy": ratio, "weights": weights}
 
 
 def run_survey(data: str, out, time_budget: float, steps: str = "all", chains: bool = True, seed: int = 0,
@@ -173,7 +174,7 @@ def run_survey(data: str, out, time_budget: float, steps: str = "all", chains: b
             state["rows"].append(_row(item, run_dir, x_val))
             write_json(state_path, state)
         for row in state["rows"]:   # timed after training, so no run shares the CPU with a timing
-            if "error" not in row and "forward_vs_copy" not in row:
+            if "error" not in row and "weights" not in row:
                 row.update(forward_cost(out / "runs" / row["run"]))
                 write_json(state_path, state)
         write_outputs(out, state)
@@ -194,7 +195,7 @@ def _slug(text: str) -> str:
 
 def write_outputs(out: Path, state: dict) -> None:
     settings = state["settings"]
-    header = ("| {first} | arguments | linear | parameters | PSNR | SSIM | cos ≥ 0.95 | time / epochs | exact operator "
+    header = ("| {first} | arguments | linear | weights | PSNR | SSIM | cos ≥ 0.95 | time / epochs | exact operator "
               f"| forward, batch {COST_BATCH} (CPU): ms, × a copy |\n"
               "|---|---|---|---|---|---|---|---|---|---|")
     lines = ["# Learnability survey", "",
@@ -202,7 +203,8 @@ def write_outputs(out: Path, state: dict) -> None:
              f"trains {settings['time_budget']:g} s on `{settings['data']}` (seed {settings['seed']}); metrics on "
              f"the held-out images. Exact operator: the PSNR of the pipeline's probed affine operator, where the "
              f"pipeline is linear. Forward: the trained network on {COST_BATCH} float images on this machine's "
-             f"CPU, and that time over a copy of the same batch timed in the same rounds.", ""]
+             f"CPU, and that time over a copy of the same batch timed in the same rounds. Weights: every number "
+             f"the network holds, trained or probed (the exact fronts' tables are buffers, not parameters).", ""]
     for table, first in (("steps", "step"), ("chains", "chain")):
         rows = [r for r in state["rows"] if r["table"] == table]
         rows.sort(key=lambda r: r.get("run", ""))   # the survey's order, also for rows redone later
@@ -216,7 +218,7 @@ def write_outputs(out: Path, state: dict) -> None:
                 continue
             exact = db(r["exact_psnr"]) if r["exact_psnr"] is not None else "—"
             lines.append(f"| `{r['name']}` | {r['arguments'] or '—'} | {'yes' if r['linear'] else 'no'} | "
-                         f"{r['parameters']:,} | {db(r['psnr'])} | {r['ssim']:.4f} | {r['cosine_accuracy']:.1%} | "
+                         f"{r.get('weights', r['parameters']):,} | {db(r['psnr'])} | {r['ssim']:.4f} | {r['cosine_accuracy']:.1%} | "
                          f"{r['seconds']:.0f} s / {r['epochs']} | {exact} | "
                          + (f"{r['forward_ms']:.2f} ms, {r['forward_vs_copy']:.1f}× |" if "forward_ms" in r else "— |"))
         lines.append("")

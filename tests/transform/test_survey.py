@@ -33,6 +33,7 @@ def test_a_two_step_survey_writes_tables_and_picture_and_resumes(tmp_path, make_
     assert (out / "survey.png").stat().st_size > 0
     # each network's forward cost, timed beside a copy of its input: a positive ratio in the table
     assert hue["forward_ms"] > 0 and hue["forward_vs_copy"] > 0 and "× |" in table[1]
+    assert hue["weights"] == hue["parameters"] and hflip["weights"] == hflip["parameters"]   # no fronts here
 
     # cut off during the second run: its row and its metrics are gone; a re-run redoes only that one
     state = json.loads((out / "survey.json").read_text())
