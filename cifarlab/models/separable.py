@@ -195,7 +195,7 @@ class SeparableNet(nn.Module):
 def sepnet(in_shape=(3, 32, 32), out_shape=(1, 28, 28), hidden: int = 0, rank: int = 1,
            transpose: bool = False, act: str = "gelu", context: str = "mean", dense: bool = False,
            stretch: bool = False, curve: bool = False, affine: bool = False, front_rank: int = 0,
-           front_dense: bool = False, front_clamp: bool = True) -> nn.Module:
+           front_dense: bool = False, front_clamp: bool = True, levels: int = 256) -> nn.Module:
     """Default model. The trainer sets `hidden` (0 for linear pipelines, 16 otherwise, then with
     act=relu, and context=range where a step needs each image's extremes), `transpose`
     (quarter turns), `rank` or `dense` (from the probed spatial operator), `front_rank` or
@@ -203,4 +203,5 @@ def sepnet(in_shape=(3, 32, 32), out_shape=(1, 28, 28), hidden: int = 0, rank: i
     an autocontrast), `curve` (or steps that act on each channel's values alone) and `affine` (then
     a brightness, contrast or saturation) from the pipeline unless given in --model-args."""
     return SeparableNet(in_shape, out_shape, hidden, rank, transpose, act, context, dense, stretch, curve,
-                        affine=affine, front_rank=front_rank, front_dense=front_dense, front_clamp=front_clamp)
+                        levels=levels, affine=affine, front_rank=front_rank, front_dense=front_dense,
+                        front_clamp=front_clamp)

@@ -74,7 +74,8 @@ def exact_front(config: TransformConfig, pipeline: Pipeline, in_shape) -> tuple[
     elif args.get("curve", True):
         table, steps = pipeline.leading_curve(in_shape)
         if table is not None:
-            front["curve"], tables["curve"], pipeline = True, table, pipeline.after(steps)
+            front["curve"], front["levels"], tables["curve"] = True, table.shape[1], table
+            pipeline = pipeline.after(steps)
     if args.get("affine", True) and not pipeline.is_linear(in_shape):
         table = pipeline.leading_clamped_affine(in_shape)
         if table is not None:

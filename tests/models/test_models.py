@@ -129,8 +129,8 @@ def test_leading_per_value_steps_are_one_exact_table_per_channel(spec, steps):
     if steps:
         x = torch.randint(0, 256, (3, 3, 32, 32), generator=torch.Generator().manual_seed(1)).float() / 255
         head = Pipeline(pipeline.steps[:steps])
-        assert table.shape == (3, 256) and (apply_curve(x, table) - head(x)).abs().max() < 1e-6
-        between = apply_curve(torch.full((1, 3, 1, 1), 0.5 / 255), table)   # off the levels: halfway
+        assert table.shape == (3, 4081) and (apply_curve(x, table) - head(x)).abs().max() < 1e-6
+        between = apply_curve(torch.full((1, 3, 1, 1), 0.5 / 4080), table)   # off the levels: halfway
         assert torch.allclose(between.view(3), (table[:, 0] + table[:, 1]) / 2)
 
 

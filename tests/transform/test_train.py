@@ -220,7 +220,7 @@ def test_default_model_shape_follows_the_pipeline():
         "hidden": 16, "transpose": False, "act": "relu", "context": "mean"}
     # leading steps that act on each channel's values alone are the network's exact curve; the rest here is linear
     assert model_kwargs_for(TransformConfig(), Pipeline.parse("adjust_gamma:0.7,resize:28x28,grayscale"),
-                            (3, 32, 32)) == {"curve": True, "hidden": 0, "transpose": False}
+                            (3, 32, 32)) == {"curve": True, "levels": 4081, "hidden": 0, "transpose": False}
     assert model_kwargs_for(TransformConfig(model_args={"curve": False}), Pipeline.parse("adjust_gamma:0.7,resize:28x28"),
                             (3, 32, 32))["hidden"] == 16
     stretched = Pipeline.parse("adjust_hue:0.1,autocontrast,resize:28x28")
