@@ -166,8 +166,10 @@ def test_auto_init_starts_at_the_exact_operator(tmp_path, spec):
                              time_budget=30, logger="none", device="cpu")
     run = train(config, out=str(tmp_path / "rot"), quiet=True)
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["psnr"] > 120 and metrics["epochs"] == 0 and metrics["stopped_by"].startswith("the exact operator")
-    assert cifarlab.load(run)(torch.rand(2, 3, 32, 32)).shape == (2, 1, 28, 28)
+    # after a rotation the curve sees values between the 8-bit levels: interpolated (gamma: ~110 dB)
+    floor = 100 if spec.startswith("rotate:30:bilinear,adjust_gamma") else 120
+    assert metrics["psnr"] > floor and metrics["epochs"] == 0 and metrics["stopped_by"].startswith("the exact operator")
+    assert cifarlab.load(run)(torch.rand(2, 3, 32, 32)).shape == (2, *Pipeline.parse(spec).output_shape())
 
 
 @pytest.mark.parametrize("spec, args, message", [
