@@ -241,6 +241,14 @@ def spatial_plan(pipeline: Pipeline, in_shape=(3, 32, 32), rank: int | None = No
     return kronecker_plan(spatial_operator(part, (h, w)), (ho, wo, h, w), pipeline.transposes, rank)
 
 
+def _holds(steps: Pipeline, operator: torch.Tensor, in_shape, clamp: bool) -> bool:
+    """Whether `steps` are `operator` on every channel (then clamped to [0, 1]) on random images, to 1e-7."""
+    h, w = in_shape[1:]
+    x = torch.rand(4, *in_shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y = (x.reshape(-1, h * w) @ operator.t()).view_as(x)
+    return bool(((y.clamp(0, 1) if clamp else y) - steps(x)).abs().max() <= 1e-7)
+
+
 def clamped_spatial_plan(pipeline: Pipeline, in_shape=(3, 32, 32)) -> SpatialPlan | None:
     """The first step as clamp(S·x) on each channel, when it is exactly that and keeps the image's
     size: a spatial operator S (its derivative at mid-grey, `spatial_operator`) then the clamp to
@@ -249,7 +257,7 @@ def clamped_spatial_plan(pipeline: Pipeline, in_shape=(3, 32, 32)) -> SpatialPla
     the operator's business, a dense one is not worth it in front)."""
     if not pipeline.steps or not pipeline.steps[0].spec.spatial:
         return None
-    step, (c, h, w) = Pipeline(pipeline.steps[:1]), in_shape
+    step, (_, h, w) = Pipeline(pipeline.steps[:1]), in_shape
     try:
         if step.output_shape(in_shape) != tuple(in_shape) or step.is_linear(in_shape):
             return None
@@ -257,10 +265,9 @@ def clamped_spatial_plan(pipeline: Pipeline, in_shape=(3, 32, 32)) -> SpatialPla
         plan = kronecker_plan(operator, (h, w, h, w))
         if plan.rank is None or not plan.exact:
             return None
-        x = torch.rand(4, *in_shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-        if ((x.reshape(-1, h * w) @ operator.t()).clamp(0, 1).view_as(x) - step(x)).abs().max() > 1e-7:
+        if not _holds(step, operator, in_shape, clamp=True):
             return None
-    except Exception:  # noqa: BLE001: a step that cannot be probed so is not of this form
+    except Exception:  # noqa: BLE001 -- a step that cannot be probed so is not of this form
         return None
     return plan
 
@@ -274,7 +281,7 @@ def spatial_front_plan(pipeline: Pipeline, in_shape=(3, 32, 32)) -> tuple[Spatia
     plan = clamped_spatial_plan(pipeline, in_shape)
     if plan is not None:
         return plan, 1, True
-    steps, (c, h, w) = pipeline.steps, in_shape
+    steps, (_, h, w) = pipeline.steps, in_shape
     n = 0
     while n < len(steps) and steps[n].spec.spatial:
         n += 1
@@ -287,11 +294,10 @@ def spatial_front_plan(pipeline: Pipeline, in_shape=(3, 32, 32)) -> tuple[Spatia
         if n == 0 or Pipeline(steps[n:]).is_linear(in_shape):
             return None
         operator = spatial_operator(head, (h, w))
-        x = torch.rand(2, *in_shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-        if ((x.reshape(-1, h * w) @ operator.t()).view_as(x) - head(x)).abs().max() > 1e-7:
+        if not _holds(head, operator, in_shape, clamp=False):
             return None   # not the same operator on every channel, or an offset
         return kronecker_plan(operator, (h, w, h, w)), n, False
-    except Exception:  # noqa: BLE001: steps that cannot be probed so are left to the rest
+    except Exception:  # noqa: BLE001 -- steps that cannot be probed so are left to the rest
         return None
 
 

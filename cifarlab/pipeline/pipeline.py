@@ -87,7 +87,7 @@ class Pipeline:
             try:
                 curve = head(ramp).reshape(c, levels)
                 expected = head(check)
-            except Exception:  # noqa: BLE001: a step that cannot run on a 1-pixel-high ramp is not per value
+            except Exception:  # noqa: BLE001 -- a step that cannot run on a 1-pixel-high ramp is not per value
                 break
             if expected.shape != check.shape or not torch.allclose(apply_curve(check, curve), expected, atol=1e-6):
                 break
@@ -130,7 +130,7 @@ class Pipeline:
             fresh = images_with_varied_means(1)
             if (clamped_affine(fresh, table) - step(fresh)).abs().max() > 1e-7:
                 return None
-        except Exception:  # noqa: BLE001: a step that cannot run on these inputs is not of this form
+        except Exception:  # noqa: BLE001 -- a step that cannot run on these inputs is not of this form
             return None
         return table.float()
 

@@ -342,7 +342,7 @@ def _wait_for_ray_data_actors(ray):
         from ray.data._internal.stats import get_or_create_stats_actor
         actors = [get_or_create_autoscaling_coordinator(), get_or_create_stats_actor()]
         ray.get([actor.__ray_ready__.remote() for actor in actors], timeout=60)
-    except Exception:   # noqa: BLE001: an optimisation of the start-up only
+    except Exception:   # noqa: BLE001 -- an optimisation of the start-up only
         pass
 
 

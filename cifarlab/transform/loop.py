@@ -83,15 +83,16 @@ def exact_front(config: TransformConfig, pipeline: Pipeline, in_shape) -> tuple[
     return front, pipeline, tables
 
 
-def model_kwargs_for(config: TransformConfig, pipeline: Pipeline, in_shape, plan=None) -> dict:
+def model_kwargs_for(config: TransformConfig, pipeline: Pipeline, in_shape, plan=None, front=None) -> dict:
     """The default model's shape follows the pipeline unless --model-args says otherwise:
     linear pipelines get the purely linear network, quarter turns the transposed one, a leading
     autocontrast the exact stretch, leading per-value steps the exact curve (`exact_front`), and
-    the probed operator (`operator_plan`) sets the rank, or a dense spatial operator."""
+    the probed operator (`operator_plan`) sets the rank, or a dense spatial operator. `front`:
+    `exact_front`'s answer, when the caller has it (it probes the pipeline)."""
     kwargs = dict(config.model_args)
     if config.model == "sepnet":
-        front, pipeline, _ = exact_front(config, pipeline, in_shape)
-        for key, value in front.items():
+        front_kwargs, pipeline, _ = front or exact_front(config, pipeline, in_shape)
+        for key, value in front_kwargs.items():
             kwargs.setdefault(key, value)
         kwargs.setdefault("hidden", 0 if pipeline.is_linear(in_shape) else 16)
         spatial = plan.spatial if isinstance(plan, LinearPlan) else plan
@@ -111,7 +112,7 @@ def model_kwargs_for(config: TransformConfig, pipeline: Pipeline, in_shape, plan
 
 
 def operator_plan(config: TransformConfig, pipeline: Pipeline, in_shape,
-                  out_shape) -> LinearPlan | SpatialPlan | None:
+                  out_shape, front=None) -> LinearPlan | SpatialPlan | None:
     """What probing the pipeline says about the sepnet it needs: for a linear pipeline its whole
     operator (channels ⊗ space), otherwise the operator of its spatial steps; None for other
     models or operators too big to probe. Refuses, before any training, what sepnet cannot hold."""
@@ -119,7 +120,7 @@ def operator_plan(config: TransformConfig, pipeline: Pipeline, in_shape,
         return None
     rank = config.model_args.get("rank")
     rank = rank if isinstance(rank, int) and not isinstance(rank, bool) and 1 <= rank <= 64 else None
-    _, pipeline, _ = exact_front(config, pipeline, in_shape)   # done exactly by the network; the rest is planned
+    _, pipeline, _ = front or exact_front(config, pipeline, in_shape)   # done exactly by the network; the rest is planned
     if pipeline.is_linear(in_shape):
         plan = linear_plan(pipeline, in_shape, rank)
         if plan.error > EXACT_TOL:
@@ -148,8 +149,9 @@ def build_net(config: TransformConfig, data: TransformData) -> tuple[torch.nn.Mo
     """The network, its kwargs, where it starts ("operator": the pipeline's exact operator;
     "spatial": the probed operator of spatial steps that need more than rank 1; "random") and notes
     for the run's output (an operator the network can only approximate)."""
-    plan = operator_plan(config, data.pipeline, data.in_shape, data.out_shape)
-    kwargs = model_kwargs_for(config, data.pipeline, data.in_shape, plan)
+    front = exact_front(config, data.pipeline, data.in_shape)   # probes the pipeline: once
+    plan = operator_plan(config, data.pipeline, data.in_shape, data.out_shape, front)
+    kwargs = model_kwargs_for(config, data.pipeline, data.in_shape, plan, front)
     notes = []
     spatial = plan.spatial if isinstance(plan, LinearPlan) else plan
     if spatial is not None and not spatial.exact and not kwargs.get("dense"):
@@ -161,7 +163,7 @@ def build_net(config: TransformConfig, data: TransformData) -> tuple[torch.nn.Mo
     if init == "exact" and kwargs.get("hidden"):
         raise CifarlabError("--init exact needs the purely linear sepnet (hidden=0 in --model-args)")
     net = create_model(config.model, in_shape=data.in_shape, out_shape=data.out_shape, **kwargs)
-    for name, table in exact_front(config, data.pipeline, data.in_shape)[2].items():
+    for name, table in front[2].items():
         if getattr(net, name, None) is not None:
             getattr(net, name).copy_(table)
     if init in ("auto", "exact") and isinstance(plan, LinearPlan) and not kwargs.get("hidden"):
