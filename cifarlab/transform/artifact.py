@@ -18,7 +18,7 @@ from ..inputs import INPUT_DTYPES, as_float32, check_batch
 from ..models import create_model
 
 FORMAT = "cifarlab-transform/1"
-UINT8_CHUNK = 128   # uint8 input is converted and run in chunks of this many images (see forward)
+UINT8_CHUNK = 256   # uint8 input is converted and run in chunks of this many images (see forward)
 
 
 class ImageTransformNet(nn.Module):
@@ -61,8 +61,9 @@ class ImageTransformNet(nn.Module):
         as the whole net on float input (uint8 path ~1.5x slower than float at batch 1024). In
         chunks of UINT8_CHUNK images the float copies are small and stay in cache. One float
         buffer serves every chunk of a call (a fresh tensor per chunk left the path at 1.09-1.53x
-        the float one at batch 1024; with the buffer 0.93-0.99x); it is made per call, so threads
-        calling one model do not share it. Converting, then `div_(255)`, gives the same values as
+        the float one at batch 1024); it is made per call, so threads calling one model do not
+        share it. Chunks of 256 rather than 128: 0.92-0.96x the float path in five benchmark runs,
+        against 1.00-1.15x (fewer, larger calls into the network; BENCHMARKS.md). Converting, then `div_(255)`, gives the same values as
         `x / 255` (one IEEE division each)."""
         out = torch.empty((x.shape[0], channels or self.out_shape[0], *self.out_shape[1:]), dtype=dtype)
         buffer = torch.empty((min(UINT8_CHUNK, x.shape[0]), *x.shape[1:]), dtype=torch.float32)
