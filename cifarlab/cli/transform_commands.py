@@ -235,13 +235,16 @@ def compare_command(data, data_root, pipeline, models, time_budget, epochs, seed
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", default=None, help="A new folder, or an interrupted survey to resume "
                                           "[default: runs/<timestamp>-survey].")
+@click.option("--model-args", default="", help="Options of the default model for every run, e.g. 'color=false' "
+                                               "to learn what the exact fronts would do.")
 @click.option("--quiet", is_flag=True, help="No progress lines.")
-def survey_command(data, data_root, time_budget, steps, chains, seed, device, out, quiet):
+def survey_command(data, data_root, time_budget, steps, chains, seed, device, out, model_args, quiet):
     """How well the default model learns each registry step (and chains of hard steps): one
     budgeted run per pipeline; writes survey.md, survey.json and survey.png."""
     from datetime import datetime
 
     from ..transform.survey import run_survey
     out = out or f"runs/{datetime.now():%Y%m%d-%H%M%S}-survey"
-    path = run_survey(data, out, time_budget, steps, chains, seed, device, data_root, quiet)
+    path = run_survey(data, out, time_budget, steps, chains, seed, device, data_root, quiet,
+                      model_args=parse_model_args(model_args))
     click.echo(path.read_text())

@@ -277,7 +277,8 @@ def spatial_front_plan(pipeline: Pipeline, in_shape=(3, 32, 32)) -> tuple[Spatia
     channel in front of the rest: a sharpness (`clamped_spatial_plan`: the operator, then the clamp),
     or the leading steps that move pixels linearly and keep the image's size (rotate, blur, flips)
     when a non-linear step follows, so that step sees the moved pixels as it does in the pipeline
-    (a per-value step after a rotation cannot move before it). None when neither applies."""
+    (a per-value step after a rotation cannot move before it); when that step is a sharpness, it
+    joins them (its operator times theirs, then the clamp). None when neither applies."""
     plan = clamped_spatial_plan(pipeline, in_shape)
     if plan is not None:
         return plan, 1, True
@@ -296,6 +297,10 @@ def spatial_front_plan(pipeline: Pipeline, in_shape=(3, 32, 32)) -> tuple[Spatia
         operator = spatial_operator(head, (h, w))
         if not _holds(head, operator, in_shape, clamp=False):
             return None   # not the same operator on every channel, or an offset
+        if clamped_spatial_plan(Pipeline(steps[n:]), in_shape) is not None:
+            sharpened = spatial_operator(Pipeline(steps[n:n + 1]), (h, w)) @ operator
+            if _holds(Pipeline(steps[:n + 1]), sharpened, in_shape, clamp=True):
+                return kronecker_plan(sharpened, (h, w, h, w)), n + 1, True
         return kronecker_plan(operator, (h, w, h, w)), n, False
     except Exception:  # noqa: BLE001 -- steps that cannot be probed so are left to the rest
         return None

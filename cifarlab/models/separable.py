@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .registry import register_model
 
@@ -37,6 +38,8 @@ ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tan
 
 
 CONTEXTS = ("mean", "range")
+# The exact fronts a SeparableNet can hold, in the order checkpoints without a `fronts` entry apply them.
+FRONT_STAGES = ("spatial", "curve", "stretch", "affine", "color")
 
 
 class PointwiseMLP(nn.Module):
@@ -100,6 +103,17 @@ def spatial_front(x: torch.Tensor, left=None, right=None, dense=None, clamp: boo
     return y.clamp(0, 1) if clamp else y
 
 
+def apply_color(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Each pixel's colour through a (C, n, n, n) table over [0, 1]³ indexed [channel, r, g, b],
+    interpolated trilinearly (`grid_sample` on the table as a volume; inputs outside [0, 1] take
+    the edge's value)."""
+    n, c, h, w = x.shape
+    # grid_sample reads the last coordinate as the volume's last axis (b), the first as its depth (r)
+    grid = (x.permute(0, 2, 3, 1).flip(-1) * 2 - 1).reshape(1, n * h * w, 1, 1, c)
+    y = F.grid_sample(table.unsqueeze(0), grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return y.view(table.shape[0], n, h, w).transpose(0, 1)
+
+
 def clamped_affine(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     """clamp(A·x + B·mean(x) + b, 0, 1) per pixel, with [A | B | b] = table (C, 2C+1) and mean(x)
     each image's mean of each channel."""
@@ -112,7 +126,8 @@ class SeparableNet(nn.Module):
     def __init__(self, in_shape=(3, 32, 32), out_shape=(1, 28, 28), hidden: int = 0, rank: int = 1,
                  transpose: bool = False, act: str = "gelu", context: str = "mean", dense: bool = False,
                  stretch: bool = False, curve: bool = False, levels: int = 256, affine: bool = False,
-                 front_rank: int = 0, front_dense: bool = False, front_clamp: bool = True):
+                 front_rank: int = 0, front_dense: bool = False, front_clamp: bool = True,
+                 color: bool = False, color_nodes: int = 65, fronts: str = ""):
         super().__init__()
         if not (1 <= rank <= 64 and 0 <= hidden <= 4096):
             raise ValueError(f"rank must be from 1 to 64 and hidden from 0 to 4096, got rank={rank}, hidden={hidden}")
@@ -143,6 +158,14 @@ class SeparableNet(nn.Module):
         # Then a step of the form clamp(A·x + B·mean(x) + b) (brightness, contrast, saturation), fitted
         # exactly (`Pipeline.leading_clamped_affine`): [A | B | b], identity until the trainer loads it.
         self.register_buffer("affine", torch.cat([torch.eye(c), torch.zeros(c, c + 1)], 1) if affine else None)
+        # Or a run of steps that map each pixel's colour alone (hue...): a table over a lattice of
+        # colours (`Pipeline.leading_color_map`), identity until the trainer loads it.
+        if color and not (c == 3 and 2 <= color_nodes <= 257):
+            raise ValueError(f"color needs 3 input channels and color_nodes from 2 to 257, got {c} and {color_nodes}")
+        axis = torch.linspace(0, 1, color_nodes)
+        self.register_buffer("color_table", torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"))
+                             if color else None)
+        self.front_order = self._front_order(fronts)
         self.mix = nn.Parameter(torch.randn(co * rank, c) / c)
         if dense:
             self.spatial = nn.Parameter(torch.randn(ho * wo, h * w) / (h * w))
@@ -154,16 +177,32 @@ class SeparableNet(nn.Module):
         self.pre = PointwiseMLP(c, hidden, co * rank, act, context) if hidden else None
         self.post = PointwiseMLP(co, hidden, co, act, context) if hidden else None
 
+    def _front_order(self, fronts: str) -> tuple[str, ...]:
+        """The fronts this net holds, in the order `fronts` names them (the trainer records the order it
+        found them in); those it holds and `fronts` leaves out follow in FRONT_STAGES' order."""
+        held = {"spatial": self.front_left is not None or self.front_dense is not None,
+                "curve": self.curve is not None, "stretch": self.stretch, "affine": self.affine is not None,
+                "color": self.color_table is not None}
+        named = [stage for stage in fronts.split(",") if stage] if fronts else []
+        wrong = [stage for stage in named if not held.get(stage)] or [s for s in set(named) if named.count(s) > 1]
+        if wrong:
+            raise ValueError(f"fronts names {', '.join(wrong)}, which the net does not hold once "
+                             f"(it holds: {', '.join(s for s in FRONT_STAGES if held[s]) or 'none'})")
+        return tuple(named) + tuple(stage for stage in FRONT_STAGES if held[stage] and stage not in named)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
-        if self.front_left is not None or self.front_dense is not None:
-            x = spatial_front(x, self.front_left, self.front_right, self.front_dense, self.front_clamp)
-        if self.curve is not None:
-            x = apply_curve(x, self.curve)
-        if self.stretch:
-            x = stretch_contrast(x)
-        if self.affine is not None:
-            x = clamped_affine(x, self.affine)
+        for stage in self.front_order:
+            if stage == "spatial":
+                x = spatial_front(x, self.front_left, self.front_right, self.front_dense, self.front_clamp)
+            elif stage == "curve":
+                x = apply_curve(x, self.curve)
+            elif stage == "stretch":
+                x = stretch_contrast(x)
+            elif stage == "affine":
+                x = clamped_affine(x, self.affine)
+            else:
+                x = apply_color(x, self.color_table)
         co, ho, wo = self.out_shape
         # Channel mix first: it shrinks the data 3 -> 1 before the spatial products. bmm with an
         # expanded (stride-0) weight, not matmul(2-D, 3-D), which folds the batch through copies:
@@ -195,13 +234,15 @@ class SeparableNet(nn.Module):
 def sepnet(in_shape=(3, 32, 32), out_shape=(1, 28, 28), hidden: int = 0, rank: int = 1,
            transpose: bool = False, act: str = "gelu", context: str = "mean", dense: bool = False,
            stretch: bool = False, curve: bool = False, affine: bool = False, front_rank: int = 0,
-           front_dense: bool = False, front_clamp: bool = True, levels: int = 256) -> nn.Module:
+           front_dense: bool = False, front_clamp: bool = True, levels: int = 256, color: bool = False,
+           color_nodes: int = 65, fronts: str = "") -> nn.Module:
     """Default model. The trainer sets `hidden` (0 for linear pipelines, 16 otherwise, then with
     act=relu, and context=range where a step needs each image's extremes), `transpose`
     (quarter turns), `rank` or `dense` (from the probed spatial operator), `front_rank` or
     `front_dense` and `front_clamp` (leading steps that move pixels, or a sharpness), `stretch` (then
-    an autocontrast), `curve` (or steps that act on each channel's values alone) and `affine` (then
-    a brightness, contrast or saturation) from the pipeline unless given in --model-args."""
+    an autocontrast), `curve` (or steps that act on each channel's values alone), `affine` (a
+    brightness, contrast or saturation), `color` (steps that map each pixel's colour: hue) and
+    `fronts` (the order of these exact fronts) from the pipeline unless given in --model-args."""
     return SeparableNet(in_shape, out_shape, hidden, rank, transpose, act, context, dense, stretch, curve,
                         levels=levels, affine=affine, front_rank=front_rank, front_dense=front_dense,
-                        front_clamp=front_clamp)
+                        front_clamp=front_clamp, color=color, color_nodes=color_nodes, fronts=fronts)

@@ -103,13 +103,15 @@ def _row(item: SurveyItem, run_dir: Path, x_val: torch.Tensor) -> dict:
     metrics = read_json(run_dir / "metrics.json")
     pipeline = Pipeline.parse(item.pipeline)
     y_val = ground_truth(x_val, pipeline, cache=False)
+    from .artifact import read_checkpoint
     samples = {"input": x_val[:3], "truth": y_val[:3], "model": predict(load(run_dir), x_val[:3])}
     torch_save(samples, run_dir / "survey-samples.pt")
+    fronts = read_checkpoint(run_dir / "model.pt")["model_kwargs"].get("fronts", "")
     return {"table": item.table, "name": item.name, "arguments": item.arguments, "pipeline": item.pipeline,
             "linear": bool(metrics["pipeline_is_linear"]), "parameters": metrics["parameters"],
             "psnr": float(metrics["psnr"]), "ssim": metrics["ssim"], "cosine_accuracy": metrics["cosine_accuracy"],
             "seconds": metrics["train_seconds"], "epochs": metrics["epochs"],
-            "exact_psnr": exact_psnr(pipeline, x_val, y_val), "run": run_dir.name}
+            "exact_psnr": exact_psnr(pipeline, x_val, y_val), "fronts": fronts, "run": run_dir.name}
 
 
 COST_BATCH = 1024   # the batch the forward cost is timed at (the bench's large batch)
@@ -133,14 +135,18 @@ def forward_cost(run_dir: Path, repeats: int = 9) -> dict:
 
 
 def run_survey(data: str, out, time_budget: float, steps: str = "all", chains: bool = True, seed: int = 0,
-               device: str = "auto", data_root: str | None = None, quiet: bool = False) -> Path:
-    """Train one run per survey item (see the module docstring); returns survey.md."""
+               device: str = "auto", data_root: str | None = None, quiet: bool = False,
+               model_args: dict | None = None) -> Path:
+    """Train one run per survey item (see the module docstring); returns survey.md. `model_args`:
+    options of the default model for every run (`--model-args`)."""
     if time_budget <= 0:
         raise CifarlabError(f"--time-budget must be a positive number of seconds, got {time_budget}")
     items = survey_items(steps, chains)
     out = Path(out)
     state_path = out / "survey.json"
     settings = {"data": data, "time_budget": time_budget, "seed": seed, "device": device}
+    if model_args:   # only when given: surveys made before the option keep resuming
+        settings["model_args"] = dict(model_args)
     with (RunFolder.open(out, "resume the survey in") if state_path.exists() else RunFolder.create(out)):
         state = read_json(state_path) if state_path.exists() else {"settings": settings, "rows": []}
         if state.get("settings") != settings:
@@ -163,7 +169,8 @@ def run_survey(data: str, out, time_budget: float, steps: str = "all", chains: b
                     if run_dir.exists():  # made but saved nothing before it was cut off
                         RunFolder.open(run_dir).abandon()
                     config = TransformConfig(data=data, data_root=data_root, pipeline=item.pipeline, init="auto",
-                                             time_budget=time_budget, seed=seed, device=device, logger="none")
+                                             time_budget=time_budget, seed=seed, device=device, logger="none",
+                                             model_args=dict(model_args or {}))
                     try:
                         train(config.validate(), out=str(run_dir), quiet=True)
                     except CifarlabError as e:
@@ -195,16 +202,18 @@ def _slug(text: str) -> str:
 
 def write_outputs(out: Path, state: dict) -> None:
     settings = state["settings"]
-    header = ("| {first} | arguments | linear | weights | PSNR | SSIM | cos ≥ 0.95 | time / epochs | exact operator "
-              f"| forward, batch {COST_BATCH} (CPU): ms, × a copy |\n"
-              "|---|---|---|---|---|---|---|---|---|---|")
+    header = ("| {first} | arguments | linear | exact fronts | weights | PSNR | SSIM | cos ≥ 0.95 | time / epochs "
+              f"| exact operator | forward, batch {COST_BATCH} (CPU): ms, × a copy |\n"
+              "|---|---|---|---|---|---|---|---|---|---|---|")
     lines = ["# Learnability survey", "",
              f"Each step goes first, in front of the default pipeline `{DEFAULT_PIPELINE}`; the default model "
              f"trains {settings['time_budget']:g} s on `{settings['data']}` (seed {settings['seed']}); metrics on "
              f"the held-out images. Exact operator: the PSNR of the pipeline's probed affine operator, where the "
              f"pipeline is linear. Forward: the trained network on {COST_BATCH} float images on this machine's "
              f"CPU, and that time over a copy of the same batch timed in the same rounds. Weights: every number "
-             f"the network holds, trained or probed (the exact fronts' tables are buffers, not parameters).", ""]
+             f"the network holds, trained or probed (the exact fronts' tables are buffers, not parameters). Exact "
+             f"fronts: what the network does with probed tables before what it learns, in order (`exact_front`)."
+             + (f" Model options: `{_options(settings['model_args'])}`." if settings.get("model_args") else ""), ""]
     for table, first in (("steps", "step"), ("chains", "chain")):
         rows = [r for r in state["rows"] if r["table"] == table]
         rows.sort(key=lambda r: r.get("run", ""))   # the survey's order, also for rows redone later
@@ -214,17 +223,21 @@ def write_outputs(out: Path, state: dict) -> None:
                   header.format(first=first)]
         for r in rows:
             if "error" in r:
-                lines.append(f"| `{r['name']}` | {r['arguments'] or '—'} | — | — | — | — | — | — | {r['error']} | — |")
+                lines.append(f"| `{r['name']}` | {r['arguments'] or '—'} | — | — | — | — | — | — | — | {r['error']} | — |")
                 continue
             exact = db(r["exact_psnr"]) if r["exact_psnr"] is not None else "—"
             lines.append(f"| `{r['name']}` | {r['arguments'] or '—'} | {'yes' if r['linear'] else 'no'} | "
-                         f"{r.get('weights', r['parameters']):,} | {db(r['psnr'])} | {r['ssim']:.4f} | {r['cosine_accuracy']:.1%} | "
+                         f"{r.get('fronts') or '—'} | {r.get('weights', r['parameters']):,} | {db(r['psnr'])} | {r['ssim']:.4f} | {r['cosine_accuracy']:.1%} | "
                          f"{r['seconds']:.0f} s / {r['epochs']} | {exact} | "
                          + (f"{r['forward_ms']:.2f} ms, {r['forward_vs_copy']:.1f}× |" if "forward_ms" in r else "— |"))
         lines.append("")
     lines += ["![samples](survey.png)", ""]
     write_text(out / "survey.md", "\n".join(lines))
     samples_grid(out, [r for r in state["rows"] if "error" not in r])
+
+
+def _options(args: dict) -> str:
+    return ",".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in args.items())
 
 
 def samples_grid(out: Path, rows: list[dict]) -> None:

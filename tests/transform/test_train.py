@@ -152,7 +152,9 @@ def test_exact_init_matches_pipeline_before_any_training(tmp_path):
                                   "autocontrast,resize:28x28,grayscale,hflip,vflip",
                                   "adjust_brightness:1.3,solarize:0.5,adjust_saturation:1.6,resize:28x28,grayscale",
                                   "adjust_sharpness:2.0,autocontrast,adjust_contrast:1.4,resize:28x28,hflip",
-                                  "rotate:30:bilinear,adjust_gamma:0.7,resize:28x28,grayscale"])
+                                  "rotate:30:bilinear,adjust_gamma:0.7,resize:28x28,grayscale",
+                                  "rotate:30:bilinear,adjust_sharpness:2.0,adjust_gamma:0.7,resize:28x28,grayscale",
+                                  "autocontrast,adjust_hue:0.1,adjust_sharpness:2.0,resize:28x28,grayscale"])
 def test_auto_init_starts_at_the_exact_operator(tmp_path, spec):
     """rotate:30 is linear but far from separable (rank 1 reached 9.2 dB): the probed operator,
     held as a dense spatial matrix, is the answer before any training. A leading autocontrast is
@@ -161,15 +163,21 @@ def test_auto_init_starts_at_the_exact_operator(tmp_path, spec):
     300 s), solarize's jump included: 8-bit images never fall inside it; and then a blend of
     torchvision's (brightness, saturation, contrast against the image's mean), fitted exactly. A
     leading sharpness (47.9 dB learned in 300 s) is its probed spatial operator, then the clamp; a
-    rotation before a per-value step is a dense spatial operator in front of the curve."""
+    rotation before a per-value step is a dense spatial operator in front of the curve, and with a
+    sharpness between them, their product then the clamp. Hue is a table over a lattice of colours,
+    interpolated (not exact: ~60 dB), and the fronts follow one another in the pipeline's order."""
     config = TransformConfig(data="sample", pipeline=spec, init="auto",
                              time_budget=30, logger="none", device="cpu")
     run = train(config, out=str(tmp_path / "rot"), quiet=True)
     metrics = json.loads((run / "metrics.json").read_text())
     # after a rotation the curve sees values between the 8-bit levels: interpolated (gamma: ~110 dB)
-    floor = 100 if spec.startswith("rotate:30:bilinear,adjust_gamma") else 120
+    floor = 50 if "adjust_hue" in spec else 100 if spec.startswith("rotate:30:bilinear") else 120
     assert metrics["psnr"] > floor and metrics["epochs"] == 0 and metrics["stopped_by"].startswith("the exact operator")
     assert cifarlab.load(run)(torch.rand(2, 3, 32, 32)).shape == (2, *Pipeline.parse(spec).output_shape())
+    orders = {"rotate:30:bilinear,adjust_sharpness:2.0,adjust_gamma:0.7,resize:28x28,grayscale": "spatial,curve",
+              "autocontrast,adjust_hue:0.1,adjust_sharpness:2.0,resize:28x28,grayscale": "stretch,color,spatial"}
+    if spec in orders:
+        assert torch.load(run / "model.pt", weights_only=True)["model_kwargs"]["fronts"] == orders[spec]
 
 
 @pytest.mark.parametrize("spec, args, message", [
@@ -183,6 +191,16 @@ def test_what_sepnet_cannot_hold_is_refused_before_training(tmp_path, spec, args
     with pytest.raises(CifarlabError, match=message):
         train(config, out=str(tmp_path / "run"), quiet=True)
     assert not (tmp_path / "run").exists()
+
+
+def test_every_front_can_be_turned_off(tmp_path):
+    """--model-args front=false (a switch, not an option of the net), color=false...: the steps are
+    learned instead, and the net has none of the fronts' tables."""
+    config = TransformConfig(data="sample", pipeline="adjust_sharpness:2.0,adjust_hue:0.1,resize:28x28,grayscale",
+                             model_args={"front": False, "color": False}, epochs=1, logger="none", device="cpu")
+    run = train(config, out=str(tmp_path / "run"), quiet=True)
+    kwargs = torch.load(run / "model.pt", weights_only=True)["model_kwargs"]
+    assert "front_rank" not in kwargs and not kwargs.get("color") and "fronts" not in kwargs and kwargs["hidden"]
 
 
 def test_schedule_auto_anneals_only_budgeted_runs():
