@@ -119,6 +119,8 @@ class Pipeline:
             step = self.steps[n - 1]
             if step.spec.spatial or step.spec.uses_extremes:
                 break
+            if n > 1 and _exact_alone(step, input_shape):
+                break   # a per-value step or a blend after the colour steps: its own front is exact, the table is not
             head = Pipeline(self.steps[:n])
             try:
                 y = head(x)
@@ -222,3 +224,11 @@ class Pipeline:
         text = f"{self.spec}|torchvision={torchvision.__version__}"
         return hashlib.sha1(text.encode()).hexdigest()[:16]
 
+
+def _exact_alone(step: Step, input_shape) -> bool:
+    """Whether a non-linear step alone is a curve or one of torchvision's blends, which sepnet does
+    exactly (solarize's jump, inside a colour table, would be smeared over a cell of the lattice)."""
+    alone = Pipeline((step,))
+    if alone.is_linear(input_shape):
+        return False   # the table holds a linear step after the colour steps as well as they are held
+    return alone.leading_curve(input_shape)[1] > 0 or alone.leading_clamped_affine(input_shape) is not None

@@ -184,7 +184,9 @@ def test_pixels_moved_before_a_non_linear_step_are_moved_in_front(spec, steps, d
 
 
 @pytest.mark.parametrize("spec, steps", [
-    ("adjust_hue:0.1,resize:28x28", 1), ("adjust_hue:-0.3,adjust_gamma:0.7,adjust_saturation:1.6,grayscale:3", 4),
+    ("adjust_hue:0.1,resize:28x28", 1), ("adjust_hue:-0.3,invert,grayscale:3,adjust_hue:0.2", 4),
+    ("adjust_hue:0.1,solarize:0.5", 1), ("adjust_hue:0.1,adjust_gamma:0.7", 1),   # then the curve, exact
+    ("adjust_hue:0.1,adjust_saturation:1.6", 1),                                 # then the blend, exact
     ("adjust_hue:0.1,grayscale,hflip", 1),                                 # grayscale to one channel stays behind
     ("adjust_saturation:1.6", 1),                                          # the pixel's own grey: per pixel
     ("adjust_contrast:1.4,adjust_hue:0.1", 0), ("autocontrast,adjust_hue:0.1", 0),   # the image's mean, extremes
