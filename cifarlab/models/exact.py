@@ -245,8 +245,11 @@ def _holds(steps: Pipeline, operator: torch.Tensor, in_shape, clamp: bool) -> bo
     """Whether `steps` are `operator` on every channel (then clamped to [0, 1]) on random images, to 1e-7."""
     h, w = in_shape[1:]
     x = torch.rand(4, *in_shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    y = (x.reshape(-1, h * w) @ operator.t()).view_as(x)
-    return bool(((y.clamp(0, 1) if clamp else y) - steps(x)).abs().max() <= 1e-7)
+    expected = steps(x)
+    if expected.shape[:2] != x.shape[:2] or expected[0, 0].numel() != operator.shape[0]:
+        return False
+    y = (x.reshape(-1, h * w) @ operator.t()).view_as(expected)
+    return bool(((y.clamp(0, 1) if clamp else y) - expected).abs().max() <= 1e-7)
 
 
 def clamped_spatial_plan(pipeline: Pipeline, in_shape=(3, 32, 32)) -> SpatialPlan | None:
@@ -275,33 +278,38 @@ def clamped_spatial_plan(pipeline: Pipeline, in_shape=(3, 32, 32)) -> SpatialPla
 def spatial_front_plan(pipeline: Pipeline, in_shape=(3, 32, 32)) -> tuple[SpatialPlan, int, bool] | None:
     """(plan, steps, clamp): what of the pipeline's start sepnet does as a spatial operator on every
     channel in front of the rest: a sharpness (`clamped_spatial_plan`: the operator, then the clamp),
-    or the leading steps that move pixels linearly and keep the image's size (rotate, blur, flips)
-    when a non-linear step follows, so that step sees the moved pixels as it does in the pipeline
-    (a per-value step after a rotation cannot move before it); when that step is a sharpness, it
-    joins them (its operator times theirs, then the clamp). None when neither applies."""
+    or the leading steps that move pixels linearly (rotate, blur, flips, and resize, crop or pad,
+    which change the size the rest sees) when a non-linear step follows, so that step sees the moved
+    pixels as it does in the pipeline (a per-value step after a rotation cannot move before it);
+    when that step is a sharpness, it joins them (its operator times theirs, then the clamp). None
+    when neither applies, or when the operator is too big to probe."""
     plan = clamped_spatial_plan(pipeline, in_shape)
     if plan is not None:
         return plan, 1, True
-    steps, (_, h, w) = pipeline.steps, in_shape
+    steps, (c, h, w) = pipeline.steps, in_shape
     n = 0
     while n < len(steps) and steps[n].spec.spatial:
         n += 1
     try:
         while n > 0:
             head = Pipeline(steps[:n])
-            if head.output_shape(in_shape) == tuple(in_shape) and head.is_linear(in_shape):
+            if head.output_shape(in_shape)[0] == c and head.is_linear(in_shape):
                 break
             n -= 1
-        if n == 0 or Pipeline(steps[n:]).is_linear(in_shape):
+        if n == 0:
+            return None
+        moved = head.output_shape(in_shape)
+        if Pipeline(steps[n:]).is_linear(moved) or not operator_fits(in_shape, moved):
             return None
         operator = spatial_operator(head, (h, w))
         if not _holds(head, operator, in_shape, clamp=False):
             return None   # not the same operator on every channel, or an offset
-        if clamped_spatial_plan(Pipeline(steps[n:]), in_shape) is not None:
-            sharpened = spatial_operator(Pipeline(steps[n:n + 1]), (h, w)) @ operator
+        ho, wo = moved[1:]
+        if clamped_spatial_plan(Pipeline(steps[n:]), moved) is not None:
+            sharpened = spatial_operator(Pipeline(steps[n:n + 1]), (ho, wo)) @ operator
             if _holds(Pipeline(steps[:n + 1]), sharpened, in_shape, clamp=True):
-                return kronecker_plan(sharpened, (h, w, h, w)), n + 1, True
-        return kronecker_plan(operator, (h, w, h, w)), n, False
+                return kronecker_plan(sharpened, (ho, wo, h, w)), n + 1, True
+        return kronecker_plan(operator, (ho, wo, h, w)), n, False
     except Exception:  # noqa: BLE001 -- steps that cannot be probed so are left to the rest
         return None
 

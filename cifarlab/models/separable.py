@@ -38,8 +38,9 @@ ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tan
 
 
 CONTEXTS = ("mean", "range")
-# The exact fronts a SeparableNet can hold, in the order checkpoints without a `fronts` entry apply them.
-FRONT_STAGES = ("spatial", "curve", "stretch", "affine", "color")
+# The exact fronts a SeparableNet can hold, in the order checkpoints without a `fronts` entry apply them;
+# a second spatial front and a second blend for chains that need one more (sharpness, rotate, hue).
+FRONT_STAGES = ("spatial", "curve", "stretch", "affine", "color", "spatial2", "affine2")
 
 
 class PointwiseMLP(nn.Module):
@@ -92,14 +93,17 @@ def apply_curve(x: torch.Tensor, curve: torch.Tensor) -> torch.Tensor:
     return below + frac * (flat[index + 1] - below)
 
 
-def spatial_front(x: torch.Tensor, left=None, right=None, dense=None, clamp: bool = True) -> torch.Tensor:
+def spatial_front(x: torch.Tensor, left=None, right=None, dense=None, clamp: bool = True, size=None) -> torch.Tensor:
     """Σ_k L_k · X · R_kᵀ (or the dense operator) on every channel X of every image, then clamped
-    to [0, 1] when `clamp`; the image keeps its size."""
+    to [0, 1] when `clamp`. The output is L's rows by R's rows, or `size` (height, width) for the
+    dense operator (the input's size when not given)."""
     n, c, h, w = x.shape
     if dense is not None:
-        y = (x.reshape(n * c, h * w) @ dense.t()).view(n, c, h, w)
+        ho, wo = size or (h, w)
+        y = (x.reshape(n * c, h * w) @ dense.t()).view(n, c, ho, wo)
     else:
-        y = torch.matmul(torch.matmul(left, x.reshape(n * c, 1, h, w)), right.transpose(-1, -2)).sum(1).view(n, c, h, w)
+        y = torch.matmul(torch.matmul(left, x.reshape(n * c, 1, h, w)), right.transpose(-1, -2)).sum(1)
+        y = y.view(n, c, left.shape[1], right.shape[1])
     return y.clamp(0, 1) if clamp else y
 
 
@@ -127,7 +131,9 @@ class SeparableNet(nn.Module):
                  transpose: bool = False, act: str = "gelu", context: str = "mean", dense: bool = False,
                  stretch: bool = False, curve: bool = False, levels: int = 256, affine: bool = False,
                  front_rank: int = 0, front_dense: bool = False, front_clamp: bool = True,
-                 color: bool = False, color_nodes: int = 65, fronts: str = ""):
+                 color: bool = False, color_nodes: int = 65, fronts: str = "", front_height: int = 0,
+                 front_width: int = 0, front2_rank: int = 0, front2_dense: bool = False, front2_clamp: bool = True,
+                 front2_height: int = 0, front2_width: int = 0, affine2: bool = False):
         super().__init__()
         if not (1 <= rank <= 64 and 0 <= hidden <= 4096):
             raise ValueError(f"rank must be from 1 to 64 and hidden from 0 to 4096, got rank={rank}, hidden={hidden}")
@@ -137,6 +143,16 @@ class SeparableNet(nn.Module):
             raise ValueError(f"context must be one of {', '.join(CONTEXTS)}, got {context!r}")
         c, h, w = in_shape
         co, ho, wo = out_shape
+        # what the spatial fronts hand on: the rest is sized for it (resize, crop or pad in front)
+        self.front_size = (front_height or h, front_width or w)
+        self.front2_size = (front2_height or self.front_size[0], front2_width or self.front_size[1])
+        for name, size, before, held in (("front", self.front_size, (h, w), front_rank or front_dense),
+                                         ("front2", self.front2_size, self.front_size, front2_rank or front2_dense)):
+            if min(size) < 1 or (size != before and not held):
+                raise ValueError(f"{name}_height and {name}_width need a spatial front ({name}_rank or "
+                                 f"{name}_dense), got {size}")
+        ih, iw = h, w
+        h, w = self.front2_size
         if transpose:
             h, w = w, h
         self.in_shape, self.out_shape = tuple(in_shape), tuple(out_shape)
@@ -148,16 +164,14 @@ class SeparableNet(nn.Module):
         # First, leading steps that move pixels (rotate, blur; or a sharpness, then clamped), as one
         # spatial operator on every channel, probed (`exact.spatial_front_plan`): `front_rank` Kronecker
         # terms or a dense matrix; identity until the trainer loads it.
-        ih, iw = in_shape[1:]
-        first = (torch.arange(max(front_rank, 1)) == 0).view(-1, 1, 1)
-        self.register_buffer("front_left", torch.eye(ih).repeat(front_rank, 1, 1) * first if front_rank else None)
-        self.register_buffer("front_right", torch.eye(iw).repeat(front_rank, 1, 1) * first if front_rank else None)
-        self.register_buffer("front_dense", torch.eye(ih * iw) if front_dense else None)
-        self.front_clamp = front_clamp
+        self._spatial_front_buffers("front", front_rank, front_dense, (ih, iw), self.front_size)
+        self._spatial_front_buffers("front2", front2_rank, front2_dense, self.front_size, self.front2_size)
+        self.front_clamp, self.front2_clamp = front_clamp, front2_clamp
         self.register_buffer("curve", (torch.arange(levels) / (levels - 1)).repeat(c, 1) if curve else None)
         # Then a step of the form clamp(A·x + B·mean(x) + b) (brightness, contrast, saturation), fitted
         # exactly (`Pipeline.leading_clamped_affine`): [A | B | b], identity until the trainer loads it.
         self.register_buffer("affine", torch.cat([torch.eye(c), torch.zeros(c, c + 1)], 1) if affine else None)
+        self.register_buffer("affine2", torch.cat([torch.eye(c), torch.zeros(c, c + 1)], 1) if affine2 else None)
         # Or a run of steps that map each pixel's colour alone (hue...): a table over a lattice of
         # colours (`Pipeline.leading_color_map`), identity until the trainer loads it.
         if color and not (c == 3 and 2 <= color_nodes <= 257):
@@ -177,12 +191,21 @@ class SeparableNet(nn.Module):
         self.pre = PointwiseMLP(c, hidden, co * rank, act, context) if hidden else None
         self.post = PointwiseMLP(co, hidden, co, act, context) if hidden else None
 
+    def _spatial_front_buffers(self, prefix: str, rank: int, dense: bool, in_hw, out_hw) -> None:
+        """`prefix`_left/_right (rank Kronecker terms) or `prefix`_dense: identity until the trainer loads them."""
+        (ih, iw), (fh, fw) = in_hw, out_hw
+        first = (torch.arange(max(rank, 1)) == 0).view(-1, 1, 1)
+        self.register_buffer(f"{prefix}_left", torch.eye(fh, ih).repeat(rank, 1, 1) * first if rank else None)
+        self.register_buffer(f"{prefix}_right", torch.eye(fw, iw).repeat(rank, 1, 1) * first if rank else None)
+        self.register_buffer(f"{prefix}_dense", torch.eye(fh * fw, ih * iw) if dense else None)
+
     def _front_order(self, fronts: str) -> tuple[str, ...]:
         """The fronts this net holds, in the order `fronts` names them (the trainer records the order it
         found them in); those it holds and `fronts` leaves out follow in FRONT_STAGES' order."""
         held = {"spatial": self.front_left is not None or self.front_dense is not None,
                 "curve": self.curve is not None, "stretch": self.stretch, "affine": self.affine is not None,
-                "color": self.color_table is not None}
+                "color": self.color_table is not None, "affine2": self.affine2 is not None,
+                "spatial2": self.front2_left is not None or self.front2_dense is not None}
         named = [stage for stage in fronts.split(",") if stage] if fronts else []
         wrong = [stage for stage in named if not held.get(stage)] or [s for s in set(named) if named.count(s) > 1]
         if wrong:
@@ -194,13 +217,19 @@ class SeparableNet(nn.Module):
         n = x.shape[0]
         for stage in self.front_order:
             if stage == "spatial":
-                x = spatial_front(x, self.front_left, self.front_right, self.front_dense, self.front_clamp)
+                x = spatial_front(x, self.front_left, self.front_right, self.front_dense, self.front_clamp,
+                                  self.front_size)
             elif stage == "curve":
                 x = apply_curve(x, self.curve)
             elif stage == "stretch":
                 x = stretch_contrast(x)
+            elif stage == "spatial2":
+                x = spatial_front(x, self.front2_left, self.front2_right, self.front2_dense, self.front2_clamp,
+                                  self.front2_size)
             elif stage == "affine":
                 x = clamped_affine(x, self.affine)
+            elif stage == "affine2":
+                x = clamped_affine(x, self.affine2)
             else:
                 x = apply_color(x, self.color_table)
         co, ho, wo = self.out_shape
@@ -235,14 +264,21 @@ def sepnet(in_shape=(3, 32, 32), out_shape=(1, 28, 28), hidden: int = 0, rank: i
            transpose: bool = False, act: str = "gelu", context: str = "mean", dense: bool = False,
            stretch: bool = False, curve: bool = False, affine: bool = False, front_rank: int = 0,
            front_dense: bool = False, front_clamp: bool = True, levels: int = 256, color: bool = False,
-           color_nodes: int = 65, fronts: str = "") -> nn.Module:
+           color_nodes: int = 65, fronts: str = "", front_height: int = 0, front_width: int = 0,
+           front2_rank: int = 0, front2_dense: bool = False, front2_clamp: bool = True, front2_height: int = 0,
+           front2_width: int = 0, affine2: bool = False) -> nn.Module:
     """Default model. The trainer sets `hidden` (0 for linear pipelines, 16 otherwise, then with
     act=relu, and context=range where a step needs each image's extremes), `transpose`
     (quarter turns), `rank` or `dense` (from the probed spatial operator), `front_rank` or
-    `front_dense` and `front_clamp` (leading steps that move pixels, or a sharpness), `stretch` (then
+    `front_dense`, `front_clamp` and the size they hand on, `front_height` and `front_width` (leading
+    steps that move pixels, or a sharpness), `stretch` (then
     an autocontrast), `curve` (or steps that act on each channel's values alone), `affine` (a
     brightness, contrast or saturation), `color` (steps that map each pixel's colour: hue) and
-    `fronts` (the order of these exact fronts) from the pipeline unless given in --model-args."""
+    `fronts` (the order of these exact fronts; `front2_*` and `affine2` are a second spatial front
+    and a second blend) from the pipeline unless given in --model-args."""
     return SeparableNet(in_shape, out_shape, hidden, rank, transpose, act, context, dense, stretch, curve,
                         levels=levels, affine=affine, front_rank=front_rank, front_dense=front_dense,
-                        front_clamp=front_clamp, color=color, color_nodes=color_nodes, fronts=fronts)
+                        front_clamp=front_clamp, color=color, color_nodes=color_nodes, fronts=fronts,
+                        front_height=front_height, front_width=front_width, front2_rank=front2_rank,
+                        front2_dense=front2_dense, front2_clamp=front2_clamp, front2_height=front2_height,
+                        front2_width=front2_width, affine2=affine2)

@@ -141,16 +141,27 @@ class Pipeline:
         table = Pipeline(self.steps[:found])(lattice).reshape(c, nodes, nodes, nodes)
         return table.float(), found
 
-    def leading_clamped_affine(self, input_shape=(3, 32, 32), images: int = 16) -> torch.Tensor | None:
-        """The first step as clamp(A·x + B·mean(x) + b, 0, 1) per pixel, where mean(x) is the image's
+    def leading_clamped_affine_run(self, input_shape=(3, 32, 32)) -> tuple[torch.Tensor | None, int]:
+        """(table, steps): the longest run of leading steps that is one `leading_clamped_affine` as a
+        whole: a blend with the linear per-pixel steps around it (grayscale:3, then contrast)."""
+        table, found = None, 0
+        for n in range(1, len(self.steps) + 1):
+            fitted = self.leading_clamped_affine(input_shape, steps=n)
+            if fitted is None:
+                break
+            table, found = fitted, n
+        return table, found
+
+    def leading_clamped_affine(self, input_shape=(3, 32, 32), images: int = 16, steps: int = 1) -> torch.Tensor | None:
+        """The first step (or `steps`) as clamp(A·x + B·mean(x) + b, 0, 1) per pixel, where mean(x) is the image's
         mean of each channel, when it is exactly that: torchvision's brightness, saturation and
         contrast (a blend with black, the pixel's grey, or the image's mean grey, then the clamp).
         Fitted by least squares on the outputs the clamp left alone, then checked to float precision
         on fresh images. Returns [A | B | b] as a (C, 2C+1) float32 table, or None."""
         from ..models.separable import clamped_affine
-        if not self.steps or self.steps[0].spec.spatial or self.steps[0].spec.uses_extremes:
+        if len(self.steps) < steps or any(s.spec.spatial or s.spec.uses_extremes for s in self.steps[:steps]):
             return None
-        step, c = self.steps[0], input_shape[0]
+        step, c = Pipeline(self.steps[:steps]), input_shape[0]
 
         def images_with_varied_means(seed):
             g = torch.Generator().manual_seed(seed)

@@ -58,7 +58,8 @@ def exact_front(config: TransformConfig, pipeline: Pipeline, in_shape) -> tuple[
       operator, then the clamp), or both (`front_rank` or `front_dense`; probed);
     - stretch: an autocontrast;
     - curve: steps that act on each channel's values alone (gamma, solarize...; a probed table);
-    - affine: a step of the form clamp(A·x + B·mean(x) + b) (brightness, contrast, saturation; fitted);
+    - affine: steps of the form clamp(A·x + B·mean(x) + b) (brightness, contrast, saturation, with the
+      linear per-pixel steps before them; fitted);
     - color: steps that map each pixel's colour alone (hue; a table over a lattice of colours, not
       exact: `COLOR_NODES`), only on values in [0, 1], where its table is defined.
     Stops when the rest is linear (the operator then holds it exactly) or nothing fits. Returns the
@@ -68,17 +69,23 @@ def exact_front(config: TransformConfig, pipeline: Pipeline, in_shape) -> tuple[
     if config.model != "sepnet":
         return front, pipeline, tables
     in_range = True   # whether the next front's input lies in [0, 1], as the data's does
-    while len(order) < len(FRONT_STAGES) and not pipeline.is_linear(in_shape):
+    shape = tuple(in_shape)   # the next front's input: a spatial front may resize, crop or pad
+    while len(order) < len(FRONT_STAGES) and not pipeline.is_linear(shape):
         for stage in FRONT_STAGES:
-            if stage in order or not args.get("front" if stage == "spatial" else stage, True):
+            switch = stage.rstrip("2").replace("spatial", "front")
+            if stage in order or (stage.endswith("2") and stage[:-1] not in order) or not args.get(switch, True):
                 continue
-            found = _front_stage(stage, pipeline, in_shape, in_range)
+            found = _front_stage(stage, pipeline, shape, in_range)
             if found is not None:
                 kwargs, stage_tables, steps, in_range = found
                 front.update(kwargs)
                 tables.update(stage_tables)
                 order.append(stage)
-                pipeline = pipeline.after(steps)
+                moved = Pipeline(pipeline.steps[:steps]).output_shape(shape)
+                if moved[1:] != shape[1:]:   # a spatial front that resizes, crops or pads
+                    prefix = "front2" if stage == "spatial2" else "front"
+                    front[f"{prefix}_height"], front[f"{prefix}_width"] = moved[1:]
+                shape, pipeline = moved, pipeline.after(steps)
                 break
         else:
             break
@@ -87,20 +94,29 @@ def exact_front(config: TransformConfig, pipeline: Pipeline, in_shape) -> tuple[
     return front, pipeline, tables
 
 
+def rest_shape(front_kwargs: dict, in_shape) -> tuple[int, int, int]:
+    """The shape the network's learned part sees: the input's, or what the spatial fronts hand on."""
+    size = [front_kwargs.get(f"front2_{side}") or front_kwargs.get(f"front_{side}") or in_shape[i]
+            for i, side in ((1, "height"), (2, "width"))]
+    return (in_shape[0], *size)
+
+
 def _front_stage(stage: str, pipeline: Pipeline, in_shape, in_range: bool):
     """(model kwargs, buffers, steps taken, output in [0, 1]) when `stage` fits the pipeline's start."""
-    if stage == "spatial":
+    if stage in ("spatial", "spatial2"):
         found = spatial_front_plan(pipeline, in_shape)
         if found is None:
             return None
         plan, steps, clamp = found
+        prefix = "front2" if stage == "spatial2" else "front"
         if plan.rank is None:
-            kwargs, tables = {"front_dense": True}, {"front_dense": plan.operator.float()}
+            kwargs, tables = {f"{prefix}_dense": True}, {f"{prefix}_dense": plan.operator.float()}
         else:
-            kwargs, tables = {"front_rank": plan.rank}, {"front_left": plan.left.float(), "front_right": plan.right.float()}
+            kwargs = {f"{prefix}_rank": plan.rank}
+            tables = {f"{prefix}_left": plan.left.float(), f"{prefix}_right": plan.right.float()}
         # a linear front keeps values in [0, 1] when it averages pixels (no negative weight, rows sum to 1 at most)
         averages = bool((plan.operator >= 0).all() and (plan.operator.sum(1) <= 1 + 1e-9).all())
-        return {**kwargs, "front_clamp": clamp}, tables, steps, clamp or (in_range and averages)
+        return {**kwargs, f"{prefix}_clamp": clamp}, tables, steps, clamp or (in_range and averages)
     if stage == "stretch":
         return ({"stretch": True}, {}, 1, True) if pipeline.leading_stretch else None
     if stage == "curve":
@@ -109,9 +125,9 @@ def _front_stage(stage: str, pipeline: Pipeline, in_shape, in_range: bool):
             return None
         return ({"curve": True, "levels": table.shape[1]}, {"curve": table}, steps,
                 bool(table.min() >= 0 and table.max() <= 1))
-    if stage == "affine":
-        table = pipeline.leading_clamped_affine(in_shape)
-        return None if table is None else ({"affine": True}, {"affine": table}, 1, True)
+    if stage in ("affine", "affine2"):
+        table, steps = pipeline.leading_clamped_affine_run(in_shape)
+        return None if table is None else ({stage: True}, {stage: table}, steps, True)
     if not in_range:
         return None
     table, steps = pipeline.leading_color_map(in_shape)
@@ -131,6 +147,7 @@ def model_kwargs_for(config: TransformConfig, pipeline: Pipeline, in_shape, plan
     if config.model == "sepnet":
         kwargs.pop("front", None)   # a switch of `exact_front`'s, not an option of the net
         front_kwargs, pipeline, _ = front or exact_front(config, pipeline, in_shape)
+        in_shape = rest_shape(front_kwargs, in_shape)
         for key, value in front_kwargs.items():
             kwargs.setdefault(key, value)
         kwargs.setdefault("hidden", 0 if pipeline.is_linear(in_shape) else 16)
@@ -159,7 +176,8 @@ def operator_plan(config: TransformConfig, pipeline: Pipeline, in_shape,
         return None
     rank = config.model_args.get("rank")
     rank = rank if isinstance(rank, int) and not isinstance(rank, bool) and 1 <= rank <= 64 else None
-    _, pipeline, _ = front or exact_front(config, pipeline, in_shape)   # done exactly by the network; the rest is planned
+    front_kwargs, pipeline, _ = front or exact_front(config, pipeline, in_shape)   # done exactly; the rest is planned
+    in_shape = rest_shape(front_kwargs, in_shape)
     if pipeline.is_linear(in_shape):
         plan = linear_plan(pipeline, in_shape, rank)
         if plan.error > EXACT_TOL:
