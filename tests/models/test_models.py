@@ -167,7 +167,7 @@ def test_a_leading_sharpness_is_its_spatial_operator_then_the_clamp(spec, rank):
 
 @pytest.mark.parametrize("spec, steps, dense", [("rotate:30:bilinear,adjust_gamma:0.7,resize:28x28", 1, True),
                                                ("gaussian_blur:5:1.0,hflip,adjust_contrast:1.4", 2, False),
-                                               ("resize:28x28,adjust_gamma:0.7", 0, None),   # changes the size
+                                               ("resize:28x28,adjust_gamma:0.7", 1, False),  # the rest is 28x28
                                                ("rotate:30,resize:28x28", 0, None)])         # nothing non-linear after
 def test_pixels_moved_before_a_non_linear_step_are_moved_in_front(spec, steps, dense):
     from cifarlab.models.exact import spatial_front_plan
@@ -235,3 +235,25 @@ def test_the_fronts_run_in_the_order_recorded():
     for fronts in ("color,spatial", "color,color"):
         with pytest.raises(CifarlabError, match="fronts names"):
             create_model("sepnet", color=True, fronts=fronts)
+
+
+@pytest.mark.parametrize("chain, fronts, size", [
+    ("adjust_sharpness:2.0,rotate:30,adjust_hue:0.1", "spatial,spatial2,color", None),
+    ("adjust_sharpness:2.0,pad:4:reflect,adjust_gamma:0.7", "spatial,spatial2,curve", (40, 40)),
+    ("adjust_saturation:1.6,adjust_contrast:1.4,adjust_gamma:0.7", "affine,affine2,curve", None),
+    ("resize:24x24,adjust_gamma:0.7", "spatial,curve", (24, 24)),
+    ("grayscale:3,adjust_contrast:1.4,rotate:30:bilinear", "affine", None),
+])
+def test_chains_of_fronts_leave_a_linear_rest(chain, fronts, size):
+    """Fronts follow the chain: a second spatial front or blend where one is not enough, a spatial
+    front that resizes or pads (the rest is sized for what it hands on), and a blend together with
+    the linear steps before it. What is left is linear: the probed operator holds it."""
+    from cifarlab.transform.config import TransformConfig
+    from cifarlab.transform.loop import exact_front, rest_shape
+    front, rest, tables = exact_front(TransformConfig(), Pipeline.parse(chain + ",resize:28x28,grayscale"), (3, 32, 32))
+    assert front["fronts"] == fronts and rest.is_linear(rest_shape(front, (3, 32, 32)))
+    assert rest_shape(front, (3, 32, 32))[1:] == (size or (32, 32))
+    net = create_model("sepnet", out_shape=(1, 28, 28), **front).eval()
+    for name, table in tables.items():
+        getattr(net, name).copy_(table)
+    assert net(X).shape == (5, 1, 28, 28)

@@ -235,20 +235,25 @@ def test_default_model_shape_follows_the_pipeline():
     from cifarlab.models import create_model
     from cifarlab.transform.loop import model_kwargs_for
     nonlinear = Pipeline.parse("adjust_hue:0.1,resize:28x28,grayscale")
+    learned = TransformConfig(model_args={"color": False})   # hue is learned, not the colour table
     assert model_kwargs_for(TransformConfig(), Pipeline.parse(), (3, 32, 32)) == {"hidden": 0, "transpose": False}
+    assert model_kwargs_for(learned, nonlinear, (3, 32, 32)) == {
+        "color": False, "hidden": 16, "transpose": False, "act": "relu", "context": "mean"}
     assert model_kwargs_for(TransformConfig(), nonlinear, (3, 32, 32)) == {
-        "hidden": 16, "transpose": False, "act": "relu", "context": "mean"}
+        "color": True, "color_nodes": 65, "fronts": "color", "hidden": 0, "transpose": False}
     # leading steps that act on each channel's values alone are the network's exact curve; the rest here is linear
     assert model_kwargs_for(TransformConfig(), Pipeline.parse("adjust_gamma:0.7,resize:28x28,grayscale"),
-                            (3, 32, 32)) == {"curve": True, "levels": 4081, "hidden": 0, "transpose": False}
-    assert model_kwargs_for(TransformConfig(model_args={"curve": False}), Pipeline.parse("adjust_gamma:0.7,resize:28x28"),
+                            (3, 32, 32)) == {"curve": True, "levels": 4081, "fronts": "curve", "hidden": 0,
+                                             "transpose": False}
+    assert model_kwargs_for(TransformConfig(model_args={"curve": False, "color": False}), Pipeline.parse("adjust_gamma:0.7,resize:28x28"),
                             (3, 32, 32))["hidden"] == 16
     stretched = Pipeline.parse("adjust_hue:0.1,autocontrast,resize:28x28")
-    assert model_kwargs_for(TransformConfig(), stretched, (3, 32, 32))["context"] == "range"
+    assert model_kwargs_for(learned, stretched, (3, 32, 32))["context"] == "range"
     # a leading autocontrast is done exactly by the network's stretch; the rest here is linear
     assert model_kwargs_for(TransformConfig(), Pipeline.parse("autocontrast,resize:28x28"), (3, 32, 32)) == {
-        "stretch": True, "hidden": 0, "transpose": False}
-    assert model_kwargs_for(TransformConfig(model_args={"act": "gelu"}), nonlinear, (3, 32, 32))["act"] == "gelu"
+        "stretch": True, "fronts": "stretch", "hidden": 0, "transpose": False}
+    learned.model_args["act"] = "gelu"
+    assert model_kwargs_for(learned, nonlinear, (3, 32, 32))["act"] == "gelu"
     # checkpoints written before `act` was recorded were trained with GELU, the module's own default
     old = create_model("sepnet", in_shape=(3, 32, 32), out_shape=(1, 28, 28), hidden=4)
     assert isinstance(old.pre.act, nn.GELU)
