@@ -173,12 +173,12 @@ class SeparableNet(nn.Module):
         self.register_buffer("affine", torch.cat([torch.eye(c), torch.zeros(c, c + 1)], 1) if affine else None)
         self.register_buffer("affine2", torch.cat([torch.eye(c), torch.zeros(c, c + 1)], 1) if affine2 else None)
         # Or a run of steps that map each pixel's colour alone (hue...): a table over a lattice of
-        # colours (`Pipeline.leading_color_map`), identity until the trainer loads it.
+        # colours (`Pipeline.leading_color_map`), identity until the trainer loads it. Interpolated, it
+        # is not exact, so it is a weight: the trainer refines it on the data (`COLOR_LR_SCALE`).
         if color and not (c == 3 and 2 <= color_nodes <= 257):
             raise ValueError(f"color needs 3 input channels and color_nodes from 2 to 257, got {c} and {color_nodes}")
         axis = torch.linspace(0, 1, color_nodes)
-        self.register_buffer("color_table", torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"))
-                             if color else None)
+        self.color_table = nn.Parameter(torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"))) if color else None
         self.front_order = self._front_order(fronts)
         self.mix = nn.Parameter(torch.randn(co * rank, c) / c)
         if dense:
@@ -213,8 +213,8 @@ class SeparableNet(nn.Module):
                              f"(it holds: {', '.join(s for s in FRONT_STAGES if held[s]) or 'none'})")
         return tuple(named) + tuple(stage for stage in FRONT_STAGES if held[stage] and stage not in named)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n = x.shape[0]
+    def fronts(self, x: torch.Tensor) -> torch.Tensor:
+        """What the net does exactly before what it learns: its fronts, in `front_order`."""
         for stage in self.front_order:
             if stage == "spatial":
                 x = spatial_front(x, self.front_left, self.front_right, self.front_dense, self.front_clamp,
@@ -232,6 +232,11 @@ class SeparableNet(nn.Module):
                 x = clamped_affine(x, self.affine2)
             else:
                 x = apply_color(x, self.color_table)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.fronts(x)
+        n = x.shape[0]
         co, ho, wo = self.out_shape
         # Channel mix first: it shrinks the data 3 -> 1 before the spatial products. bmm with an
         # expanded (stride-0) weight, not matmul(2-D, 3-D), which folds the batch through copies:

@@ -200,6 +200,9 @@ def operator_plan(config: TransformConfig, pipeline: Pipeline, in_shape,
 # Learning rate of a spatial operator that starts from the probe, as a share of --lr: Adam moves
 # every weight by about the rate at first, which would blur the probed operator away.
 SPATIAL_LR_SCALE = 0.01
+# Learning rate of the colour table (`exact_front`), as a share of --lr: its interpolation error is
+# ~1e-3, which Adam's first steps at the full rate would swamp.
+COLOR_LR_SCALE = 0.01
 
 
 def build_net(config: TransformConfig, data: TransformData) -> tuple[torch.nn.Module, dict, str, list[str]]:
@@ -214,7 +217,7 @@ def build_net(config: TransformConfig, data: TransformData) -> tuple[torch.nn.Mo
         nodes = kwargs.get("color_nodes", 65)
         notes.append(f"a table over {nodes}³ colours does what the pipeline does to each pixel's colour, "
                      f"interpolated between them (adjust_hue:0.1 then the default pipeline: 63 dB on "
-                     f"CIFAR-10); training does not refine it")
+                     f"CIFAR-10 as probed); training refines it on the data")
     spatial = plan.spatial if isinstance(plan, LinearPlan) else plan
     if spatial is not None and not spatial.exact and not kwargs.get("dense"):
         notes.append(spatial.describe())
@@ -225,12 +228,16 @@ def build_net(config: TransformConfig, data: TransformData) -> tuple[torch.nn.Mo
     if init == "exact" and kwargs.get("hidden"):
         raise CifarlabError("--init exact needs the purely linear sepnet (hidden=0 in --model-args)")
     net = create_model(config.model, in_shape=data.in_shape, out_shape=data.out_shape, **kwargs)
-    for name, table in front[2].items():
-        if getattr(net, name, None) is not None:
-            getattr(net, name).copy_(table)
+    with torch.no_grad():
+        for name, table in front[2].items():
+            if getattr(net, name, None) is not None:
+                getattr(net, name).copy_(table)
     if init in ("auto", "exact") and isinstance(plan, LinearPlan) and not kwargs.get("hidden"):
         plan.load(net)  # short of float precision (a capped rank), training goes on from there
-        return net, kwargs, "operator" if plan.spatial.exact or kwargs.get("dense") else "spatial", notes
+        exact = plan.spatial.exact or kwargs.get("dense")
+        if exact and kwargs.get("color"):
+            return net, kwargs, "color", notes   # all exact but the colour table: it is refined on the data
+        return net, kwargs, "operator" if exact else "spatial", notes
     if init == "auto" and spatial is not None and spatial.rank != 1:
         # Where rank 1 holds the spatial steps, random weights find them: on the gamma/contrast pipeline
         # they reached 43.4 dB in 60 s, and 39.1 dB from the probe. Beyond rank 1 they do not: on
@@ -241,14 +248,23 @@ def build_net(config: TransformConfig, data: TransformData) -> tuple[torch.nn.Mo
 
 
 def _param_groups(net, start: str, lr: float) -> list[dict]:
-    """One group, or two where the spatial operator starts from the probe (SPATIAL_LR_SCALE)."""
-    if start != "spatial":
-        return [{"params": list(net.parameters()), "lr": lr, "scale": 1.0}]
-    names = ("spatial", "left", "right")
-    spatial = [p for n, p in net.named_parameters() if n in names]
-    rest = [p for n, p in net.named_parameters() if n not in names]
-    return [{"params": rest, "lr": lr, "scale": 1.0},
-            {"params": spatial, "lr": lr * SPATIAL_LR_SCALE, "scale": SPATIAL_LR_SCALE}]
+    """The weights, with the spatial operator's own group where it starts from the probe
+    (SPATIAL_LR_SCALE) and the colour table's (COLOR_LR_SCALE). With start "color" the rest holds
+    its exact operator: only the table learns, the rest is frozen."""
+    spatial_names = ("spatial", "left", "right") if start == "spatial" else ()
+    table = [p for n, p in net.named_parameters() if n == "color_table"]
+    spatial = [p for n, p in net.named_parameters() if n in spatial_names]
+    rest = [p for n, p in net.named_parameters() if n not in spatial_names and n != "color_table"]
+    if start == "color":
+        for p in rest:
+            p.requires_grad_(False)
+        rest = []
+    groups = [{"params": rest, "lr": lr, "scale": 1.0}] if rest else []
+    if spatial:
+        groups.append({"params": spatial, "lr": lr * SPATIAL_LR_SCALE, "scale": SPATIAL_LR_SCALE})
+    if table:
+        groups.append({"params": table, "lr": lr * COLOR_LR_SCALE, "scale": COLOR_LR_SCALE})
+    return groups
 
 
 def default_run_dir(model: str) -> Path:
@@ -366,9 +382,10 @@ def _train(config, run_dir, resuming, device, quiet) -> Path:
 
     steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
     schedule = config.resolved_schedule()
-    if at_operator and not resuming:
+    if start in ("operator", "color") and not resuming:
         # The network holds the probed operator to float precision: Adam's steps can only add noise,
-        # so the run is scored as it stands (epoch 0) and ends there.
+        # so the run is scored as it stands (epoch 0) and ends there; or all but its colour table,
+        # which is interpolated: scored as it stands first, so training can only keep it or improve it.
         row = {"epoch": 0, "train_loss": mean_loss(net, loss_fn, x_train, y_train, device),
                "val_loss": mean_loss(net, loss_fn, x_val, y_val, device), "lr": config.lr, "time": 0.0}
         history.append(row)
@@ -378,8 +395,8 @@ def _train(config, run_dir, resuming, device, quiet) -> Path:
         save_checkpoint(run_dir / "model.pt", checkpoint(net=net, epoch=0, best_loss=monitored, **ckpt_info))
         save_state(-1)
         if not quiet:
-            print(f"epoch    0  train {row['train_loss']:.3e}  val {row['val_loss']:.3e}* (the probed operator)",
-                  file=sys.stderr)
+            what = "the probed operator" + (" and colour table" if start == "color" else "")
+            print(f"epoch    0  train {row['train_loss']:.3e}  val {row['val_loss']:.3e}* ({what})", file=sys.stderr)
     stop_reason, epoch = "epochs", start_epoch - 1
     started = time.perf_counter() - elapsed
     out_of_time = config.time_budget is not None and elapsed >= config.time_budget
@@ -422,7 +439,7 @@ def _train(config, run_dir, resuming, device, quiet) -> Path:
                     break
             bar.close()
             elapsed = time.perf_counter() - started
-            if epoch == 0 and out_of_time:
+            if epoch == 0 and out_of_time and best_state is None:   # a colour table's run saved its probe
                 require_a_whole_epoch(steps, steps_per_epoch, elapsed, config.time_budget)
             row = {"epoch": epoch + 1, "train_loss": total / max(1, seen),
                    "val_loss": mean_loss(net, loss_fn, x_val, y_val, device),

@@ -230,6 +230,7 @@ def test_the_fronts_run_in_the_order_recorded():
         net.color_table.copy_(net.color_table.clamp(max=0.5))    # then clamp at 1/2
     from cifarlab.models.separable import apply_color, apply_curve
     expected = apply_curve(apply_color(X, net.color_table), net.curve)
+    assert torch.allclose(net.fronts(X), expected, atol=1e-6)
     assert not torch.allclose(expected, apply_color(apply_curve(X, net.curve), net.color_table))
     assert create_model("sepnet", color=True, curve=True).front_order == ("curve", "color")   # no order: the old one
     for fronts in ("color,spatial", "color,color"):

@@ -56,9 +56,9 @@ def test_a_two_step_survey_writes_tables_and_picture_and_resumes(tmp_path, make_
         run_survey(str(data), out, time_budget=1.5, steps="hflip,adjust_hue", chains=False, quiet=True)
 
 
-def test_a_hue_row_is_a_colour_table_at_epoch_0(tmp_path, make_folder):
+def test_a_hue_row_is_a_colour_table_refined_for_the_budget(tmp_path, make_folder):
     data = make_folder(tmp_path / "data", per_class=6)
-    run_survey(str(data), tmp_path / "survey", time_budget=5, steps="adjust_hue", chains=False, quiet=True)
+    run_survey(str(data), tmp_path / "survey", time_budget=2, steps="adjust_hue", chains=False, quiet=True)
     (hue,) = json.loads((tmp_path / "survey" / "survey.json").read_text())["rows"]
-    assert hue["fronts"] == "color" and hue["epochs"] == 0 and hue["psnr"] > 50
-    assert hue["weights"] == hue["parameters"] + 3 * 65 ** 3
+    assert hue["fronts"] == "color" and hue["epochs"] >= 1 and hue["seconds"] >= 2 and hue["psnr"] > 50
+    assert hue["weights"] == hue["parameters"] > 3 * 65 ** 3    # the table is a weight: it is trained
