@@ -211,7 +211,8 @@ def write_outputs(out: Path, state: dict) -> None:
              f"the held-out images. Exact operator: the PSNR of the pipeline's probed affine operator, where the "
              f"pipeline is linear. Forward: the trained network on {COST_BATCH} float images on this machine's "
              f"CPU, and that time over a copy of the same batch timed in the same rounds. Weights: every number "
-             f"the network holds, trained or probed (the exact fronts' tables are buffers, not parameters). Exact "
+             f"the network holds, trained or probed (the exact fronts' tables are buffers, not parameters, but for the "
+             f"colour table, which is probed, then trained). Exact "
              f"fronts: what the network does with probed tables before what it learns, in order (`exact_front`)."
              + (f" Model options: `{_options(settings['model_args'])}`." if settings.get("model_args") else ""), ""]
     for table, first in (("steps", "step"), ("chains", "chain")):
