@@ -255,6 +255,7 @@ def test_chains_of_fronts_leave_a_linear_rest(chain, fronts, size):
     assert front["fronts"] == fronts and rest.is_linear(rest_shape(front, (3, 32, 32)))
     assert rest_shape(front, (3, 32, 32))[1:] == (size or (32, 32))
     net = create_model("sepnet", out_shape=(1, 28, 28), **front).eval()
-    for name, table in tables.items():
-        getattr(net, name).copy_(table)
+    with torch.no_grad():   # the colour table is a weight
+        for name, table in tables.items():
+            getattr(net, name).copy_(table)
     assert net(X).shape == (5, 1, 28, 28)
