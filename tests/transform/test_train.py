@@ -178,12 +178,13 @@ def test_auto_init_starts_at_the_exact_operator(tmp_path, spec):
         assert torch.load(run / "model.pt", weights_only=True)["model_kwargs"]["fronts"] == "spatial,curve"
 
 
-def test_a_colour_table_is_probed_then_refined_on_the_data(tmp_path):
+def test_a_colour_table_is_probed_then_refined_on_the_data(tmp_path, make_folder):
     """Hue is a table over a lattice of colours, interpolated: not exact (~60 dB as probed), so the
     run scores it as probed (epoch 0), then trains the table alone, the rest frozen at its exact
     operator, until the budget is spent; the best checkpoint is never worse than the probe."""
     spec = "autocontrast,adjust_hue:0.1,adjust_sharpness:2.0,resize:28x28,grayscale"
-    config = TransformConfig(data="sample", pipeline=spec, time_budget=3, logger="none", device="cpu")
+    data = str(make_folder(tmp_path / "data", per_class=20))
+    config = TransformConfig(data=data, pipeline=spec, time_budget=2, logger="none", device="cpu")
     run = train(config, out=str(tmp_path / "run"), quiet=True)
     metrics = json.loads((run / "metrics.json").read_text())
     history = torch.load(run / "last.pt", weights_only=True)["history"]
@@ -193,7 +194,7 @@ def test_a_colour_table_is_probed_then_refined_on_the_data(tmp_path):
     assert min(row["val_loss"] for row in history) <= history[0]["val_loss"]
     probed = exact_front_table(spec)
     assert not torch.equal(ckpt["state_dict"]["color_table"], probed)          # refined
-    assert torch.equal(ckpt["state_dict"]["mix"], build_mix(spec))              # the rest stayed frozen
+    assert torch.equal(ckpt["state_dict"]["mix"], build_mix(spec, data))        # the rest stayed frozen
 
 
 def exact_front_table(spec):
@@ -201,11 +202,11 @@ def exact_front_table(spec):
     return exact_front(TransformConfig(), Pipeline.parse(spec), (3, 32, 32))[2]["color_table"]
 
 
-def build_mix(spec):
+def build_mix(spec, data):
     from cifarlab.transform.data import prepare_data
     from cifarlab.transform.loop import build_net
-    config = TransformConfig(data="sample", pipeline=spec)
-    return build_net(config, prepare_data("sample", Pipeline.parse(spec), None, config.val_fraction, 0))[0].mix
+    config = TransformConfig(data=data, pipeline=spec)
+    return build_net(config, prepare_data(data, Pipeline.parse(spec), None, config.val_fraction, 0))[0].mix
 
 
 @pytest.mark.parametrize("spec, args, message", [
@@ -221,10 +222,11 @@ def test_what_sepnet_cannot_hold_is_refused_before_training(tmp_path, spec, args
     assert not (tmp_path / "run").exists()
 
 
-def test_every_front_can_be_turned_off(tmp_path):
+def test_every_front_can_be_turned_off(tmp_path, make_folder):
     """--model-args front=false (a switch, not an option of the net), color=false...: the steps are
     learned instead, and the net has none of the fronts' tables."""
-    config = TransformConfig(data="sample", pipeline="adjust_sharpness:2.0,adjust_hue:0.1,resize:28x28,grayscale",
+    data = str(make_folder(tmp_path / "data", per_class=6))
+    config = TransformConfig(data=data, pipeline="adjust_sharpness:2.0,adjust_hue:0.1,resize:28x28,grayscale",
                              model_args={"front": False, "color": False}, epochs=1, logger="none", device="cpu")
     run = train(config, out=str(tmp_path / "run"), quiet=True)
     kwargs = torch.load(run / "model.pt", weights_only=True)["model_kwargs"]
