@@ -38,9 +38,10 @@ ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tan
 
 
 CONTEXTS = ("mean", "range")
-# The exact fronts a SeparableNet can hold, in the order checkpoints without a `fronts` entry apply them;
-# a second spatial front and a second blend for chains that need one more (sharpness, rotate, hue).
-FRONT_STAGES = ("spatial", "curve", "stretch", "affine", "color", "spatial2", "affine2")
+# The exact fronts a SeparableNet can hold, in the order checkpoints without a `fronts` entry apply them
+# (they hold none of the last four), which is also the order `exact_front` tries them in: second spatial
+# fronts, blends and curves for chains that need one more, and the colour table, not exact, last.
+FRONT_STAGES = ("spatial", "curve", "stretch", "affine", "spatial2", "affine2", "curve2", "color")
 
 
 class PointwiseMLP(nn.Module):
@@ -133,7 +134,8 @@ class SeparableNet(nn.Module):
                  front_rank: int = 0, front_dense: bool = False, front_clamp: bool = True,
                  color: bool = False, color_nodes: int = 65, fronts: str = "", front_height: int = 0,
                  front_width: int = 0, front2_rank: int = 0, front2_dense: bool = False, front2_clamp: bool = True,
-                 front2_height: int = 0, front2_width: int = 0, affine2: bool = False):
+                 front2_height: int = 0, front2_width: int = 0, affine2: bool = False, curve2: bool = False,
+                 levels2: int = 256):
         super().__init__()
         if not (1 <= rank <= 64 and 0 <= hidden <= 4096):
             raise ValueError(f"rank must be from 1 to 64 and hidden from 0 to 4096, got rank={rank}, hidden={hidden}")
@@ -168,6 +170,7 @@ class SeparableNet(nn.Module):
         self._spatial_front_buffers("front2", front2_rank, front2_dense, self.front_size, self.front2_size)
         self.front_clamp, self.front2_clamp = front_clamp, front2_clamp
         self.register_buffer("curve", (torch.arange(levels) / (levels - 1)).repeat(c, 1) if curve else None)
+        self.register_buffer("curve2", (torch.arange(levels2) / (levels2 - 1)).repeat(c, 1) if curve2 else None)
         # Then a step of the form clamp(A·x + B·mean(x) + b) (brightness, contrast, saturation), fitted
         # exactly (`Pipeline.leading_clamped_affine`): [A | B | b], identity until the trainer loads it.
         self.register_buffer("affine", torch.cat([torch.eye(c), torch.zeros(c, c + 1)], 1) if affine else None)
@@ -205,7 +208,8 @@ class SeparableNet(nn.Module):
         held = {"spatial": self.front_left is not None or self.front_dense is not None,
                 "curve": self.curve is not None, "stretch": self.stretch, "affine": self.affine is not None,
                 "color": self.color_table is not None, "affine2": self.affine2 is not None,
-                "spatial2": self.front2_left is not None or self.front2_dense is not None}
+                "spatial2": self.front2_left is not None or self.front2_dense is not None,
+                "curve2": self.curve2 is not None}
         named = [stage for stage in fronts.split(",") if stage] if fronts else []
         wrong = [stage for stage in named if not held.get(stage)] or [s for s in set(named) if named.count(s) > 1]
         if wrong:
@@ -221,6 +225,8 @@ class SeparableNet(nn.Module):
                                   self.front_size)
             elif stage == "curve":
                 x = apply_curve(x, self.curve)
+            elif stage == "curve2":
+                x = apply_curve(x, self.curve2)
             elif stage == "stretch":
                 x = stretch_contrast(x)
             elif stage == "spatial2":
@@ -271,7 +277,7 @@ def sepnet(in_shape=(3, 32, 32), out_shape=(1, 28, 28), hidden: int = 0, rank: i
            front_dense: bool = False, front_clamp: bool = True, levels: int = 256, color: bool = False,
            color_nodes: int = 65, fronts: str = "", front_height: int = 0, front_width: int = 0,
            front2_rank: int = 0, front2_dense: bool = False, front2_clamp: bool = True, front2_height: int = 0,
-           front2_width: int = 0, affine2: bool = False) -> nn.Module:
+           front2_width: int = 0, affine2: bool = False, curve2: bool = False, levels2: int = 256) -> nn.Module:
     """Default model. The trainer sets `hidden` (0 for linear pipelines, 16 otherwise, then with
     act=relu, and context=range where a step needs each image's extremes), `transpose`
     (quarter turns), `rank` or `dense` (from the probed spatial operator), `front_rank` or
@@ -279,11 +285,11 @@ def sepnet(in_shape=(3, 32, 32), out_shape=(1, 28, 28), hidden: int = 0, rank: i
     steps that move pixels, or a sharpness), `stretch` (then
     an autocontrast), `curve` (or steps that act on each channel's values alone), `affine` (a
     brightness, contrast or saturation), `color` (steps that map each pixel's colour: hue) and
-    `fronts` (the order of these exact fronts; `front2_*` and `affine2` are a second spatial front
-    and a second blend) from the pipeline unless given in --model-args."""
+    `fronts` (the order of these exact fronts; `front2_*`, `affine2` and `curve2`/`levels2` are a
+    second spatial front, blend and curve) from the pipeline unless given in --model-args."""
     return SeparableNet(in_shape, out_shape, hidden, rank, transpose, act, context, dense, stretch, curve,
                         levels=levels, affine=affine, front_rank=front_rank, front_dense=front_dense,
                         front_clamp=front_clamp, color=color, color_nodes=color_nodes, fronts=fronts,
                         front_height=front_height, front_width=front_width, front2_rank=front2_rank,
                         front2_dense=front2_dense, front2_clamp=front2_clamp, front2_height=front2_height,
-                        front2_width=front2_width, affine2=affine2)
+                        front2_width=front2_width, affine2=affine2, curve2=curve2, levels2=levels2)

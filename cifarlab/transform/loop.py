@@ -52,16 +52,19 @@ class TrainingDiverged(CifarlabError):
 
 def exact_front(config: TransformConfig, pipeline: Pipeline, in_shape) -> tuple[dict, Pipeline, dict]:
     """What sepnet does exactly in front of everything it learns. From the pipeline's start, step
-    after step, the first of these that fits the steps still left, each at most once, unless
-    --model-args turns it off (front, stretch, curve, affine, color = false):
+    after step, the first of these (in `FRONT_STAGES`' order) that fits the steps still left, each at
+    most once, unless --model-args turns it off (front, stretch, curve, affine, color = false):
     - spatial: leading steps that move pixels before a non-linear step, or a sharpness (a spatial
       operator, then the clamp), or both (`front_rank` or `front_dense`; probed);
     - stretch: an autocontrast;
     - curve: steps that act on each channel's values alone (gamma, solarize...; a probed table);
     - affine: steps of the form clamp(A·x + B·mean(x) + b) (brightness, contrast, saturation, with the
       linear per-pixel steps before them; fitted);
+    - spatial2, affine2, curve2: a second spatial front, blend or curve, for chains that need one more;
     - color: steps that map each pixel's colour alone (hue; a table over a lattice of colours, not
-      exact: `COLOR_NODES`), only on values in [0, 1], where its table is defined.
+      exact: `COLOR_NODES`), tried last.
+    Curves, blends and colour tables are probed on values in [0, 1]: after a front whose output leaves
+    that range (normalize), they are not used.
     Stops when the rest is linear (the operator then holds it exactly) or nothing fits. Returns the
     model kwargs it sets (with `fronts`, their order), the rest of the pipeline (what the network's
     other parts must do) and the buffers to load."""
@@ -119,17 +122,17 @@ def _front_stage(stage: str, pipeline: Pipeline, in_shape, in_range: bool):
         return {**kwargs, f"{prefix}_clamp": clamp}, tables, steps, clamp or (in_range and averages)
     if stage == "stretch":
         return ({"stretch": True}, {}, 1, True) if pipeline.leading_stretch else None
-    if stage == "curve":
+    if not in_range:
+        return None   # the tables and fits below hold for inputs in [0, 1], as they were probed
+    if stage in ("curve", "curve2"):
         table, steps = pipeline.leading_curve(in_shape)
         if table is None:
             return None
-        return ({"curve": True, "levels": table.shape[1]}, {"curve": table}, steps,
+        return ({stage: True, "levels" + stage[5:]: table.shape[1]}, {stage: table}, steps,
                 bool(table.min() >= 0 and table.max() <= 1))
     if stage in ("affine", "affine2"):
         table, steps = pipeline.leading_clamped_affine_run(in_shape)
         return None if table is None else ({stage: True}, {stage: table}, steps, True)
-    if not in_range:
-        return None
     table, steps = pipeline.leading_color_map(in_shape)
     if table is None:
         return None

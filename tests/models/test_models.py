@@ -244,6 +244,7 @@ def test_the_fronts_run_in_the_order_recorded():
     ("adjust_saturation:1.6,adjust_contrast:1.4,adjust_gamma:0.7", "affine,affine2,curve", None),
     ("resize:24x24,adjust_gamma:0.7", "spatial,curve", (24, 24)),
     ("grayscale:3,adjust_contrast:1.4,rotate:30:bilinear", "affine", None),
+    ("adjust_gamma:0.7,gaussian_blur:3,solarize:0.3", "curve,spatial,curve2", None),
 ])
 def test_chains_of_fronts_leave_a_linear_rest(chain, fronts, size):
     """Fronts follow the chain: a second spatial front or blend where one is not enough, a spatial
@@ -259,3 +260,18 @@ def test_chains_of_fronts_leave_a_linear_rest(chain, fronts, size):
         for name, table in tables.items():
             getattr(net, name).copy_(table)
     assert net(X).shape == (5, 1, 28, 28)
+
+
+def test_after_a_front_that_leaves_0_1_no_table_or_fit_is_used():
+    """normalize's curve hands on values in [-2, 2]: a blend fitted on [0, 1] would clamp where
+    grayscale does not, and a curve or colour table is defined on [0, 1] only; so they are not
+    used, and the fronts that are do what the steps do."""
+    from cifarlab.transform.config import TransformConfig
+    from cifarlab.transform.loop import exact_front
+    pipeline = Pipeline.parse("normalize:0.5:0.25,grayscale:3,solarize:0.5,resize:28x28,grayscale")
+    front, rest, tables = exact_front(TransformConfig(), pipeline, (3, 32, 32))
+    assert front["fronts"] == "curve" and rest.spec.startswith("grayscale:3,solarize:0.5")
+    net = create_model("sepnet", out_shape=(1, 28, 28), **front).eval()
+    net.curve.copy_(tables["curve"])
+    x = torch.randint(0, 256, (2, 3, 32, 32), generator=torch.Generator().manual_seed(4)).float() / 255
+    assert (net.fronts(x) - Pipeline(pipeline.steps[:1])(x)).abs().max() < 1e-5
