@@ -35,10 +35,15 @@ def _atomic(path: Path, write: Callable[[str], None]) -> Path:
     tmp = _temporary_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # mode 0666 & ~umask
     except OSError as e:
         raise _cannot_write(path, e) from None
-    return _put_in_place(tmp, path, lambda: write(str(tmp)))
+
+    def create_and_write():
+        # Created under `_put_in_place`'s guard: a SIGTERM (KeyboardInterrupt) landing between the
+        # creation and the write still removes it (a run's folder had kept a .last.tmp.* file).
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # mode 0666 & ~umask
+        write(str(tmp))
+    return _put_in_place(tmp, path, create_and_write)
 
 
 def _put_in_place(tmp: Path, path: Path, write: Callable[[], None]) -> Path:
@@ -63,14 +68,14 @@ def write_bytes(path, data: bytes, make_parents: bool = True) -> Path:
     cost more than encoding the PNG. `make_parents=False` when the caller made the folder."""
     path = Path(path)
     tmp = _temporary_path(path)
-    try:
-        if make_parents:
+    if make_parents:
+        try:
             path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # mode 0666 & ~umask
-    except OSError as e:
-        raise _cannot_write(path, e) from None
+        except OSError as e:
+            raise _cannot_write(path, e) from None
 
     def write_all():
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # under the guard, as in `_atomic`
         try:
             view = memoryview(data)
             while view:
