@@ -44,6 +44,11 @@ CONTEXTS = ("mean", "range")
 FRONT_STAGES = ("spatial", "curve", "stretch", "affine", "spatial2", "affine2", "curve2", "color")
 
 
+def spatial_prefix(stage: str) -> str:
+    """The kwargs and buffers' prefix of a spatial front: `front_*` for "spatial", `front2_*` for "spatial2"."""
+    return "front2" if stage == "spatial2" else "front"
+
+
 class PointwiseMLP(nn.Module):
     """Per-pixel MLP whose second layer also sees image-wide statistics of the first layer's
     features: their mean (what `adjust_contrast` needs) and, with context="range", their
@@ -205,11 +210,7 @@ class SeparableNet(nn.Module):
     def _front_order(self, fronts: str) -> tuple[str, ...]:
         """The fronts this net holds, in the order `fronts` names them (the trainer records the order it
         found them in); those it holds and `fronts` leaves out follow in FRONT_STAGES' order."""
-        held = {"spatial": self.front_left is not None or self.front_dense is not None,
-                "curve": self.curve is not None, "stretch": self.stretch, "affine": self.affine is not None,
-                "color": self.color_table is not None, "affine2": self.affine2 is not None,
-                "spatial2": self.front2_left is not None or self.front2_dense is not None,
-                "curve2": self.curve2 is not None}
+        held = {stage: self._holds_front(stage) for stage in FRONT_STAGES}
         named = [stage for stage in fronts.split(",") if stage] if fronts else []
         wrong = [stage for stage in named if not held.get(stage)] or [s for s in set(named) if named.count(s) > 1]
         if wrong:
@@ -217,25 +218,30 @@ class SeparableNet(nn.Module):
                              f"(it holds: {', '.join(s for s in FRONT_STAGES if held[s]) or 'none'})")
         return tuple(named) + tuple(stage for stage in FRONT_STAGES if held[stage] and stage not in named)
 
+    def _holds_front(self, stage: str) -> bool:
+        kind = stage.rstrip("2")
+        if kind == "spatial":
+            prefix = spatial_prefix(stage)
+            return getattr(self, f"{prefix}_left") is not None or getattr(self, f"{prefix}_dense") is not None
+        if kind == "stretch":
+            return self.stretch
+        return getattr(self, "color_table" if kind == "color" else stage) is not None
+
     def fronts(self, x: torch.Tensor) -> torch.Tensor:
-        """What the net does exactly before what it learns: its fronts, in `front_order`."""
+        """What the net does exactly before what it learns: its fronts, in `front_order`; a second
+        spatial front, blend or curve ("spatial2"...) works as the first, on its own tables."""
         for stage in self.front_order:
-            if stage == "spatial":
-                x = spatial_front(x, self.front_left, self.front_right, self.front_dense, self.front_clamp,
-                                  self.front_size)
-            elif stage == "curve":
-                x = apply_curve(x, self.curve)
-            elif stage == "curve2":
-                x = apply_curve(x, self.curve2)
-            elif stage == "stretch":
+            kind = stage.rstrip("2")
+            if kind == "spatial":
+                p = spatial_prefix(stage)
+                x = spatial_front(x, getattr(self, f"{p}_left"), getattr(self, f"{p}_right"),
+                                  getattr(self, f"{p}_dense"), getattr(self, f"{p}_clamp"), getattr(self, f"{p}_size"))
+            elif kind == "curve":
+                x = apply_curve(x, getattr(self, stage))
+            elif kind == "affine":
+                x = clamped_affine(x, getattr(self, stage))
+            elif kind == "stretch":
                 x = stretch_contrast(x)
-            elif stage == "spatial2":
-                x = spatial_front(x, self.front2_left, self.front2_right, self.front2_dense, self.front2_clamp,
-                                  self.front2_size)
-            elif stage == "affine":
-                x = clamped_affine(x, self.affine)
-            elif stage == "affine2":
-                x = clamped_affine(x, self.affine2)
             else:
                 x = apply_color(x, self.color_table)
         return x

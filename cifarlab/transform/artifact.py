@@ -63,8 +63,8 @@ class ImageTransformNet(nn.Module):
         buffer serves every chunk of a call (a fresh tensor per chunk left the path at 1.09-1.53x
         the float one at batch 1024); it is made per call, so threads calling one model do not
         share it. Chunks of 256 rather than 128: 0.92-0.96x the float path in five benchmark runs,
-        against 1.00-1.15x (fewer, larger calls into the network; BENCHMARKS.md). Converting, then `div_(255)`, gives the same values as
-        `x / 255` (one IEEE division each)."""
+        against 1.00-1.15x (fewer, larger calls into the network; BENCHMARKS.md). Converting, then
+        `div_(255)`, gives the same values as `x / 255` (one IEEE division each)."""
         out = torch.empty((x.shape[0], channels or self.out_shape[0], *self.out_shape[1:]), dtype=dtype)
         buffer = torch.empty((min(UINT8_CHUNK, x.shape[0]), *x.shape[1:]), dtype=torch.float32)
         for start in range(0, x.shape[0], UINT8_CHUNK):

@@ -29,7 +29,7 @@ from ..runs import RunFolder, config_to_resume
 from ..models import create_model
 from ..models.exact import (EXACT_TOL, LinearPlan, SpatialPlan, linear_plan, operator_fits,
                             spatial_front_plan, spatial_plan)
-from ..models.separable import FRONT_STAGES
+from ..models.separable import FRONT_STAGES, spatial_prefix
 from ..pipeline import Pipeline
 from ..training import EarlyStopping, RunLogger, build_loss
 from ..training.budget import require_a_whole_epoch
@@ -86,8 +86,7 @@ def exact_front(config: TransformConfig, pipeline: Pipeline, in_shape) -> tuple[
                 order.append(stage)
                 moved = Pipeline(pipeline.steps[:steps]).output_shape(shape)
                 if moved[1:] != shape[1:]:   # a spatial front that resizes, crops or pads
-                    prefix = "front2" if stage == "spatial2" else "front"
-                    front[f"{prefix}_height"], front[f"{prefix}_width"] = moved[1:]
+                    front[f"{spatial_prefix(stage)}_height"], front[f"{spatial_prefix(stage)}_width"] = moved[1:]
                 shape, pipeline = moved, pipeline.after(steps)
                 break
         else:
@@ -111,7 +110,7 @@ def _front_stage(stage: str, pipeline: Pipeline, in_shape, in_range: bool):
         if found is None:
             return None
         plan, steps, clamp = found
-        prefix = "front2" if stage == "spatial2" else "front"
+        prefix = spatial_prefix(stage)
         if plan.rank is None:
             kwargs, tables = {f"{prefix}_dense": True}, {f"{prefix}_dense": plan.operator.float()}
         else:
@@ -210,8 +209,9 @@ COLOR_LR_SCALE = 0.01
 
 def build_net(config: TransformConfig, data: TransformData) -> tuple[torch.nn.Module, dict, str, list[str]]:
     """The network, its kwargs, where it starts ("operator": the pipeline's exact operator;
-    "spatial": the probed operator of spatial steps that need more than rank 1; "random") and notes
-    for the run's output (an operator the network can only approximate)."""
+    "color": that too, but for a colour table, which alone trains, the rest frozen; "spatial": the
+    probed operator of spatial steps that need more than rank 1; "random") and notes for the run's
+    output (an operator the network can only approximate)."""
     front = exact_front(config, data.pipeline, data.in_shape)   # probes the pipeline: once
     plan = operator_plan(config, data.pipeline, data.in_shape, data.out_shape, front)
     kwargs = model_kwargs_for(config, data.pipeline, data.in_shape, plan, front)
@@ -238,8 +238,10 @@ def build_net(config: TransformConfig, data: TransformData) -> tuple[torch.nn.Mo
     if init in ("auto", "exact") and isinstance(plan, LinearPlan) and not kwargs.get("hidden"):
         plan.load(net)  # short of float precision (a capped rank), training goes on from there
         exact = plan.spatial.exact or kwargs.get("dense")
-        if exact and kwargs.get("color"):
-            return net, kwargs, "color", notes   # all exact but the colour table: it is refined on the data
+        if exact and kwargs.get("color"):   # all exact but the colour table: it alone is refined on the data
+            for name, weight in net.named_parameters():
+                weight.requires_grad_(name == "color_table")
+            return net, kwargs, "color", notes
         return net, kwargs, "operator" if exact else "spatial", notes
     if init == "auto" and spatial is not None and spatial.rank != 1:
         # Where rank 1 holds the spatial steps, random weights find them: on the gamma/contrast pipeline
@@ -251,17 +253,13 @@ def build_net(config: TransformConfig, data: TransformData) -> tuple[torch.nn.Mo
 
 
 def _param_groups(net, start: str, lr: float) -> list[dict]:
-    """The weights, with the spatial operator's own group where it starts from the probe
-    (SPATIAL_LR_SCALE) and the colour table's (COLOR_LR_SCALE). With start "color" the rest holds
-    its exact operator: only the table learns, the rest is frozen."""
+    """The weights that train (`build_net` freezes the rest), with the spatial operator's own group
+    where it starts from the probe (SPATIAL_LR_SCALE) and the colour table's (COLOR_LR_SCALE)."""
     spatial_names = ("spatial", "left", "right") if start == "spatial" else ()
-    table = [p for n, p in net.named_parameters() if n == "color_table"]
-    spatial = [p for n, p in net.named_parameters() if n in spatial_names]
-    rest = [p for n, p in net.named_parameters() if n not in spatial_names and n != "color_table"]
-    if start == "color":
-        for p in rest:
-            p.requires_grad_(False)
-        rest = []
+    trained = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
+    table = [p for n, p in trained if n == "color_table"]
+    spatial = [p for n, p in trained if n in spatial_names]
+    rest = [p for n, p in trained if n not in spatial_names and n != "color_table"]
     groups = [{"params": rest, "lr": lr, "scale": 1.0}] if rest else []
     if spatial:
         groups.append({"params": spatial, "lr": lr * SPATIAL_LR_SCALE, "scale": SPATIAL_LR_SCALE})
