@@ -6,6 +6,8 @@ A spec is a comma-separated list of steps, each ``name`` or ``name:amount``::
     altflip,crop:2         # airbench94: alternating flip, then translate by up to 2 px
     crop:4,flip,rotate:15  # the report's final recipe
     cutout:8               # zero one random 8x8 square per image
+    cutmix:1.0             # torchvision's CutMix (Beta(1, 1) areas), labels mixed to match
+    mixup:0.2              # torchvision's MixUp; with cutmix as well, one of the two per batch
     none
 
 Every step takes a float batch (N, C, H, W) and a `torch.Generator` on the batch's device, and
@@ -91,9 +93,13 @@ AUGMENTATIONS = {
     "rotate": (random_rotation, True, 15),
     "cutout": (cutout, True, 8),
     "altflip": (alternating_flip, False, None),      # needs the batch's dataset indices and the epoch
+    "cutmix": (None, True, 1.0),                     # label mixing (Augment.mix): the amount is Beta's alpha
+    "mixup": (None, True, 0.2),
 }
+LABEL_MIXES = ("cutmix", "mixup")
 # the amounts that make sense on 32x32 images: (low, high, whole numbers only)
-AMOUNTS = {"crop": (0, 16, True), "rotate": (0, 180, False), "cutout": (1, 32, True)}
+AMOUNTS = {"crop": (0, 16, True), "rotate": (0, 180, False), "cutout": (1, 32, True), "cutmix": (0.05, 10, False),
+           "mixup": (0.05, 10, False)}
 
 
 def parse_augment(spec: str | None) -> list[tuple[str, float | None]]:
@@ -133,7 +139,10 @@ class Augment:
 
     def __init__(self, spec: str | None, train_images: int | None = None, seed: int = 0):
         self.spec = spec or "none"
-        self.steps = parse_augment(spec)
+        parsed = parse_augment(spec)
+        self.steps = [(name, amount) for name, amount in parsed if name not in LABEL_MIXES]
+        self.mixes = [(name, amount) for name, amount in parsed if name in LABEL_MIXES]
+        self._mixer = None
         self.plan = None
         if any(name == "altflip" for name, _ in self.steps):
             if train_images is None:
@@ -154,5 +163,17 @@ class Augment:
                 images = fn(images, generator) if amount is None else fn(images, amount, generator)
         return images
 
+    def mix(self, images: torch.Tensor, labels: torch.Tensor, classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """CutMix / MixUp (torchvision's, on the global RNG): the batch and its mixed label
+        distributions; without them the batch and its class indices, unchanged."""
+        if not self.mixes:
+            return images, labels
+        if self._mixer is None:
+            from torchvision.transforms import v2
+            kinds = {"cutmix": v2.CutMix, "mixup": v2.MixUp}
+            mixers = [kinds[name](alpha=amount, num_classes=classes) for name, amount in self.mixes]
+            self._mixer = mixers[0] if len(mixers) == 1 else v2.RandomChoice(mixers)
+        return self._mixer(images, labels)
+
     def __bool__(self) -> bool:
-        return bool(self.steps)
+        return bool(self.steps or self.mixes)

@@ -59,6 +59,8 @@ PRUNERS = ("halving", "hyperband", "none")
 HEARTBEAT_ENV = "CIFARLAB_SEARCH_HEARTBEAT"   # "INTERVAL[,GRACE]" seconds for database storages
 HOST = socket.gethostname()
 POLL = 2.0                          # seconds between looks at trials other workers are running
+CALIBRATION = 5.0                   # seconds of training timed to turn a budget into steps
+STEPS_ATTR = "cifarlab_steps_per_fold"
 
 
 @dataclass(frozen=True)
@@ -255,23 +257,48 @@ def grid_points(space: dict) -> list[dict] | None:
 # ----------------------------------------------------------------------------- one trial
 
 
-def fit_and_score(config: ClassifyConfig, train_set, val_set, device: torch.device) -> float:
-    """Train on one fold, return accuracy on the held-out fold (0 when training diverged)."""
+def fit_and_score(config: ClassifyConfig, train_set, val_set, device: torch.device, steps: int | None = None,
+                  tta: bool = True) -> float:
+    """Train on one fold, return accuracy on the held-out fold (0 when training diverged).
+    `steps`: exactly this many training steps, the schedule planned on them (no clock)."""
     from .artifact import build_classifier
     from .trainer import Trainer, TrainingDiverged, evaluate, init_from_data
     torch.manual_seed(config.seed)
+    if steps is not None:
+        per_epoch = max(1, len(train_set.images) // min(config.batch_size, len(train_set.images)))
+        config = replace(config, epochs=math.ceil(steps / per_epoch), time_budget=None)
     model = build_classifier(config.model, config.model_args, train_set.classes, config.pretrained, config.tta)
     init_from_data(model, train_set.images)
     model.to(device)
-    trainer = Trainer(config, model, train_set, device)
+    trainer = Trainer(config, model, train_set, device, steps=steps)
     try:
-        while trainer.limits.epochs_left(trainer.epoch) and not trainer.out_of_time:
+        while trainer.limits.epochs_left(trainer.epoch) and not trainer.run_is_over:
             trainer.train_epoch()
     except TrainingDiverged:
         return 0.0
     except BudgetEndedInFirstEpoch:
         pass  # an error for a training run, but a search rung is a short look by design: score what it learned
+    model.tta = model.tta and tta
     return evaluate(model, val_set.images, val_set.labels, device, channels_last=config.channels_last)["accuracy"]
+
+
+def steps_in(seconds: float, config: ClassifyConfig, train_set, device: torch.device) -> int:
+    """How many of `config`'s training steps fit in `seconds` on this machine, at the current
+    thread count: the rate of a short timed run (CALIBRATION seconds after the first epoch's
+    set-up), times the budget."""
+    from .artifact import build_classifier
+    from .trainer import Trainer, init_from_data
+    torch.manual_seed(config.seed)
+    probe = replace(config, epochs=None, time_budget=min(seconds, CALIBRATION))
+    model = build_classifier(probe.model, probe.model_args, train_set.classes, probe.pretrained, probe.tta)
+    init_from_data(model, train_set.images)
+    trainer = Trainer(probe, model.to(device), train_set, device)
+    try:
+        while not trainer.out_of_time:
+            trainer.train_epoch()
+    except BudgetEndedInFirstEpoch:
+        pass
+    return max(1, round(seconds * trainer.step / max(trainer.elapsed, 1e-9)))
 
 
 def rung_config(config: ClassifyConfig, share: float) -> ClassifyConfig:
@@ -285,9 +312,9 @@ def is_duplicate(trial) -> bool:
 
 
 class Objective:
-    def __init__(self, spec: SearchSpec, space: dict, quiet: bool):
+    def __init__(self, spec: SearchSpec, space: dict, quiet: bool, steps: int | None = None):
         from .data import kfold_indices, load_labelled
-        self.spec, self.space, self.quiet = spec, space, quiet
+        self.spec, self.space, self.quiet, self.steps = spec, space, quiet, steps
         self.base = spec.base_config()
         self.pruned = spec.pruner_name() != "none"
         self.pool = load_labelled(spec.data, "train", spec.data_root)
@@ -304,16 +331,22 @@ class Objective:
                 params[name] = trial.suggest_categorical(name, values)
         return params
 
-    def rungs(self, config: ClassifyConfig) -> list[tuple[int, ClassifyConfig]]:
-        """(step, config) of the cut-down rungs on fold 1; a rung no cheaper than the next is skipped."""
+    def rungs(self, config: ClassifyConfig) -> list[tuple[int, ClassifyConfig, int | None]]:
+        """(step, config, training steps) of the cut-down rungs on fold 1; a rung no cheaper than
+        the next is skipped."""
         if not self.pruned:
             return []
-        ladder = [(round(share * 9), rung_config(config, share)) for share in RUNGS] + [(9, config)]
-        return [(step, c) for (step, c), (_, after) in zip(ladder, ladder[1:]) if c != after]
+        if self.steps is None:
+            ladder = [(round(share * 9), rung_config(config, share), None) for share in RUNGS] + [(9, config, None)]
+        else:
+            ladder = [(round(share * 9), config, max(1, round(self.steps * share))) for share in RUNGS]
+            ladder += [(9, config, self.steps)]
+        return [rung for rung, after in zip(ladder, ladder[1:]) if rung[1:] != after[1:]]
 
-    def score(self, config: ClassifyConfig, fold: int) -> float:
+    def score(self, config: ClassifyConfig, fold: int, steps: int | None, tta: bool = True) -> float:
         train_index, val_index = self.folds[fold]
-        return fit_and_score(config, self.pool.subset(train_index), self.pool.subset(val_index), self.device)
+        return fit_and_score(config, self.pool.subset(train_index), self.pool.subset(val_index), self.device,
+                             steps, tta)
 
     def __call__(self, trial) -> float:
         params = self.suggest(trial)
@@ -327,13 +360,13 @@ class Objective:
         config = replace(self.base, **params).validate()
         started, accuracies, last = time.perf_counter(), [], None
         try:
-            for step, cut in self.rungs(config):
-                last = (step, self.score(cut, 0))
+            for step, cut, steps in self.rungs(config):
+                last = (step, self.score(cut, 0, steps, tta=False))   # a look: the recipe's TTA costs more than it tells
                 trial.report(last[1], step)
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned at step {step}")
             for k in range(len(self.folds)):
-                accuracies.append(self.score(config, k))
+                accuracies.append(self.score(config, k, self.steps))
                 last = (9 * (k + 1), statistics.fmean(accuracies))
                 trial.report(last[1], last[0])
                 if k + 1 < len(self.folds) and self.pruned and trial.should_prune():
@@ -452,6 +485,29 @@ def open_study(spec: SearchSpec, space: dict):
     return study
 
 
+def fold_steps(study, spec: SearchSpec, threads: int) -> int | None:
+    """A time budget per fold in training steps, the same for every trial, worker and machine, so
+    that settings are compared on equal training and a rerun scores alike: timed once, when the
+    study is made (at the workers' thread count), and stored with it. None: no clock (--epochs)."""
+    base = spec.base_config()
+    if base.time_budget is None:
+        return None
+    if STEPS_ATTR not in study.user_attrs:
+        from .data import kfold_indices, load_labelled
+        pool = load_labelled(spec.data, "train", spec.data_root)
+        train_set = pool.subset(kfold_indices(len(pool), spec.folds, spec.seed)[0][0])
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            steps = steps_in(base.time_budget, base, train_set, resolve_device(spec.device))
+        finally:
+            torch.set_num_threads(before)
+        if base.epochs is not None:
+            steps = min(steps, base.epochs * max(1, len(train_set) // min(base.batch_size, len(train_set))))
+        study.set_user_attr(STEPS_ATTR, steps)
+    return study.user_attrs[STEPS_ATTR]   # another machine may have stored its timing first: theirs holds
+
+
 # ----------------------------------------------------------------------------- workers
 
 
@@ -546,7 +602,7 @@ def work(spec: SearchSpec, quiet: bool) -> None:
         if move == "wait":
             time.sleep(POLL)
             continue
-        objective = objective or Objective(spec, space, quiet)
+        objective = objective or Objective(spec, space, quiet, study.user_attrs.get(STEPS_ATTR))
         study.optimize(objective, n_trials=1, catch=(CifarlabError,))
 
 
@@ -569,9 +625,13 @@ def run_search(spec: SearchSpec, quiet: bool = False) -> Path:
     study = open_study(spec, space)
     requeue_failed(study, grid_points(space))
     threads = max(1, (os.cpu_count() or 1) // spec.workers)
+    steps = fold_steps(study, spec, threads)
     if not quiet:
+        base = spec.base_config()
+        budget = (f"{base.time_budget:g} s = {steps} steps per fold (timed here at study creation)" if steps
+                  else f"{base.epochs} epoch(s) per fold")
         print(f"search: study {study.study_name!r}, {spec.workers} worker(s) x {threads} thread(s), "
-              f"{len(grid_points(space) or []) or spec.trials} setting(s), {spec.folds} folds, "
+              f"{len(grid_points(space) or []) or spec.trials} setting(s), {spec.folds} folds, {budget}, "
               f"pruner {spec.pruner_name()}", file=sys.stderr)
     started = time.perf_counter()
     if spec.workers == 1:

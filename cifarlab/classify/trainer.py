@@ -148,7 +148,8 @@ class Trainer:
     """Holds the model, optimizer, schedule, early stopping, generators and clock of a run."""
 
     def __init__(self, config: ClassifyConfig, model: ImageClassifier, train_set: ImageSet,
-                 device: torch.device, dist: ddp.Dist | None = None):
+                 device: torch.device, dist: ddp.Dist | None = None, steps: int | None = None):
+        """`steps`: train exactly this many steps (a search's trials), whatever the epochs and clock say."""
         self.config, self.model, self.device = config, model, device
         self.dist = dist or ddp.Dist()
         self.images = train_set.images.to(device)                    # uint8, resident on the device
@@ -156,7 +157,7 @@ class Trainer:
         self.batch_size = min(config.batch_size, len(self.images))
         self.steps_per_epoch = len(self.images) // self.batch_size    # drop the ragged last batch
         self.limits = config.limits()
-        self.total_steps = self.limits.planned_steps(self.steps_per_epoch)   # None: the clock alone
+        self.total_steps = steps or self.limits.planned_steps(self.steps_per_epoch)   # None: the clock alone
         self.optimizer = build_optimizer(config, model)
         self.plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, mode="max", factor=0.3,
                                                                     patience=2)
@@ -220,11 +221,12 @@ class Trainer:
             x = self.augment(self.images[index].float().div_(255), self.augment_generator, index=index,
                              epoch=self.epoch)
             y = self.labels[index]
+            x, target = self.augment.mix(x, y, len(self.model.classes))
             if self.config.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with self.autocast():
                 logits = self.net(x)
-            loss = self.loss_fn(logits.float(), y)
+            loss = self.loss_fn(logits.float(), target)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -247,7 +249,7 @@ class Trainer:
             if progress_bar is not None:
                 progress_bar.update(1)
                 progress_bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.3g}")
-            if self.out_of_time:
+            if self.run_is_over:
                 break
         if self.epoch == 0 and self.out_of_time:
             require_a_whole_epoch(steps, self.steps_per_epoch, self.elapsed - before, self.config.time_budget)

@@ -3,11 +3,13 @@ import csv
 from dataclasses import replace
 
 import pytest
+import torch
 from optuna.trial import TrialState
 
 import cifarlab.cli
 from cifarlab.classify.search import (HEARTBEAT_ENV, Objective, SearchSpec, grid_points, heartbeat, open_study,
                                       run_search)
+from cifarlab.classify.trainer import Trainer
 from cifarlab.errors import CifarlabError
 
 # lr 1e-6 cannot learn the tinted classes in 9 epochs; lr 3e-3 learns them: the pruner has something to prune
@@ -43,17 +45,55 @@ def test_pruned_search_settles_every_point_once_and_keeps_the_learning_ones(make
 
 def test_rungs_cut_the_budget_and_skip_rungs_that_save_nothing(make_folder, tmp_path):
     spec = SearchSpec(recipe="fast", data=str(make_folder(tmp_path / "data")), folds=2, time_budget=30)
-    objective = Objective(spec, spec.space(), quiet=True)
+    objective = Objective(spec, spec.space(), quiet=True, steps=270)
     config = objective.base
-    rungs = [(step, c.time_budget, c.epochs) for step, c in objective.rungs(config)]
-    assert rungs == [(1, pytest.approx(30 / 9), None), (3, pytest.approx(10), None)]  # the clock alone
-    capped = replace(config, epochs=20)
-    assert [(c.time_budget, c.epochs) for _, c in objective.rungs(capped)] == [(pytest.approx(30 / 9), 3),
-                                                                               (pytest.approx(10), 7)]
-    one_epoch = replace(config, time_budget=None, epochs=1)
-    assert objective.rungs(one_epoch) == []
+    assert [(step, steps) for step, _, steps in objective.rungs(config)] == [(1, 30), (3, 90)]  # shares of the steps
+    objective.steps = None  # --epochs without a clock: the rungs cut the epochs
+    capped = replace(config, time_budget=None, epochs=20)
+    assert [(c.epochs, steps) for _, c, steps in objective.rungs(capped)] == [(3, None), (7, None)]
+    assert objective.rungs(replace(config, time_budget=None, epochs=1)) == []
     objective.pruned = False
-    assert objective.rungs(config) == []
+    assert objective.rungs(capped) == []
+
+
+def test_a_trial_trains_exactly_its_steps_and_scores_the_same_when_rerun(make_folder, tmp_path):
+    from cifarlab.classify.data import load_labelled
+    from cifarlab.classify.search import fit_and_score
+    from cifarlab.classify.recipes import recipe_config
+    pool = load_labelled(str(make_folder(tmp_path / "data")), "train")
+    train_set, val_set = pool.subset(torch.arange(0, len(pool), 2)), pool.subset(torch.arange(1, len(pool), 2))
+    config = recipe_config("fast", batch_size=8, time_budget=30, logger="none")   # the clock is ignored
+    steps_seen = []
+    real_step = Trainer.train_epoch
+
+    def counting(self, *a, **k):
+        row = real_step(self, *a, **k)
+        steps_seen.append((self.step, self.total_steps, self.progress()))
+        return row
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(Trainer, "train_epoch", counting)
+        first = fit_and_score(config, train_set, val_set, torch.device("cpu"), steps=11)
+    assert steps_seen[-1] == (11, 11, 1.0)   # not a whole number of epochs: it stops at the step, annealed
+    assert fit_and_score(config, train_set, val_set, torch.device("cpu"), steps=11) == first
+
+
+def test_the_budget_is_timed_once_and_stored_with_the_study(make_folder, tmp_path, monkeypatch):
+    import cifarlab.classify.search as search_module
+    timings = []
+    real = search_module.steps_in
+
+    def timed(seconds, *args):
+        timings.append(seconds)
+        return real(0.5, *args)
+    monkeypatch.setattr(search_module, "steps_in", timed)
+    spec = SearchSpec(recipe="baseline", data=str(make_folder(tmp_path / "data")), grid="lr=0.003;batch_size=8",
+                      folds=2, time_budget=2, out=str(tmp_path / "s"))
+    run_search(spec, quiet=True)
+    study = open_study(spec, spec.space())
+    stored = study.user_attrs[search_module.STEPS_ATTR]
+    assert timings == [2] and stored >= 1
+    run_search(spec, quiet=True)   # resumed: the stored steps hold
+    assert timings == [2]
 
 
 def test_a_budget_too_small_for_one_epoch_still_scores_every_point(make_folder, tmp_path):
