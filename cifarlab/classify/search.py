@@ -11,14 +11,17 @@ Ranges are ``low..high`` (``..log`` after them for a log scale). In values of ``
 ``+`` for the spec's commas: ``augment=crop:2+flip,none``. ``--grid`` also takes a preset name
 (PRESETS). The default preset searches the recipe's own learning rate x weight decay, x1/4 to x2.
 
-Every trial trains the recipe as the recipe trains (its optimizer, its schedule on the clock)
-with a budget per fold (--time-budget seconds, default 30; --epochs caps it). Why rungs: most
-settings of a grid are visibly worse long before the full budget, so a pruned search trains
-each setting on fold 1 with 1/9 of the budget, then 1/3, then in full, then on the other folds,
-and asks Optuna's pruner (successive halving or Hyperband) at each rung whether it is still in
-the top third of the settings that reached that rung. Intermediate values are reported at
-steps counted in ninths of one fold's budget: 1 (1/9), 3 (1/3), 9 (fold 1 in full), 9k (k folds
-in full, their mean). The trial's value is the mean accuracy over all folds.
+Every trial trains the recipe as the recipe trains (its optimizer, its schedule) for a fixed
+number of steps per fold: --time-budget seconds (default 30), timed once on this machine when the
+study is made and stored with it, or --steps; --epochs caps it. Fixed steps, not the clock: settings
+are compared on equal training, and a point scores the same in every run and on every worker.
+Why rungs: most settings of a grid are visibly worse long before the full budget, so a pruned
+search looks at fold 1's run a third of the way through (paused, scored without TTA; the run then
+goes on unchanged), and again at its end, then trains the other folds; at each look Optuna's
+pruner (successive halving or Hyperband) asks whether the setting is still in the top third of
+those that reached that look. Intermediate values are reported at steps counted in ninths of
+one fold's budget: 3 (a third of fold 1), 9 (fold 1 in full), 9k (k folds in full, their mean).
+The trial's value is the mean accuracy over all folds.
 
 Workers are processes that share one Optuna study through its storage: a journal file in OUT
 by default, or ``--storage`` (``sqlite:///search.db``; ``postgresql://user:pw@host/db`` to join
@@ -53,13 +56,14 @@ from .config import ClassifyConfig
 
 REPORT_GRID = "optimizer=adam;lr=0.001,0.002,0.0015,0.003;weight_decay=0,0.001,0.002,0.003,0.005,0.01"
 DEFAULT_TIME_BUDGET = 30.0          # seconds of training per trial and fold
-RUNGS = (1 / 9, 1 / 3)              # shares of the fold budget tried on fold 1 before the full budget
+RUNGS = (1 / 3,)                    # shares of fold 1's run at which it is looked at (a 1/9 look ranks noise)
 REDUCTION = 3                       # each rung keeps the top third
+FIRST_RUNG = round(RUNGS[0] * 9)    # the pruners' first rung: the first look's step (ninths of a fold)
 PRUNERS = ("halving", "hyperband", "none")
 HEARTBEAT_ENV = "CIFARLAB_SEARCH_HEARTBEAT"   # "INTERVAL[,GRACE]" seconds for database storages
 HOST = socket.gethostname()
 POLL = 2.0                          # seconds between looks at trials other workers are running
-CALIBRATION = 5.0                   # seconds of training timed to turn a budget into steps
+WARM_UP, CALIBRATION = 1.0, 4.0     # seconds of training run, then timed, to turn a budget into steps
 STEPS_ATTR = "cifarlab_steps_per_fold"
 
 
@@ -114,6 +118,7 @@ class SearchSpec:
     folds: int = 3
     epochs: int | None = None         # None: the preset's (none under a time budget: the clock rules)
     time_budget: float | None = None  # seconds per trial and fold; None: the preset's (30 s)
+    steps: int | None = None          # training steps per trial and fold instead of timing the budget
     trials: int = 30
     workers: int = 1
     storage: str | None = None
@@ -132,6 +137,8 @@ class SearchSpec:
             raise CifarlabError(f"--trials must be a positive integer, got {self.trials}")
         if self.epochs is not None and self.epochs < 1:
             raise CifarlabError(f"--epochs must be a positive integer, got {self.epochs}")
+        if self.steps is not None and self.steps < 1:
+            raise CifarlabError(f"--steps must be a positive integer, got {self.steps}")
         if self.pruner is not None and self.pruner not in PRUNERS:
             raise CifarlabError(f"unknown pruner {self.pruner!r}; valid: {', '.join(PRUNERS)}")
         self.space()
@@ -162,7 +169,7 @@ class SearchSpec:
         """The recipe with this search's budget per trial and fold."""
         from .recipes import recipe_config
         preset = self.preset() or Preset("")
-        given = self.epochs is not None or self.time_budget is not None
+        given = self.epochs is not None or self.time_budget is not None or self.steps is not None
         return recipe_config(self.recipe, data=self.data, data_root=self.data_root, seed=self.seed,
                              device=self.device, logger="none", epochs=self.epochs if given else preset.epochs,
                              time_budget=self.time_budget if given else preset.time_budget)
@@ -172,9 +179,11 @@ class SearchSpec:
         base = self.base_config()
         space = {name: values if isinstance(values, list) else asdict(values)
                  for name, values in self.space().items()}
-        return json.loads(json.dumps({"recipe": self.recipe, "space": space, "folds": self.folds,
-                                      "epochs": base.epochs, "time_budget": base.time_budget,
-                                      "pruner": self.pruner_name(), "seed": self.seed}))
+        settings = {"recipe": self.recipe, "space": space, "folds": self.folds, "epochs": base.epochs,
+                    "time_budget": base.time_budget, "pruner": self.pruner_name(), "seed": self.seed}
+        if self.steps is not None:   # only when given: studies made before --steps existed still match
+            settings["steps"] = self.steps
+        return json.loads(json.dumps(settings))
 
     def default_study_name(self) -> str:
         key = json.dumps({**self.settings(), "data": self.data}, sort_keys=True)
@@ -258,9 +267,12 @@ def grid_points(space: dict) -> list[dict] | None:
 
 
 def fit_and_score(config: ClassifyConfig, train_set, val_set, device: torch.device, steps: int | None = None,
-                  tta: bool = True) -> float:
+                  looks=(), on_look=None) -> float:
     """Train on one fold, return accuracy on the held-out fold (0 when training diverged).
-    `steps`: exactly this many training steps, the schedule planned on them (no clock)."""
+    `steps`: exactly this many training steps, the schedule planned on them (no clock).
+    `looks`: (label, share of the steps) at which the run pauses for `on_look(label, accuracy)`
+    (scored without TTA: a look, not the result), which may stop it by raising; pausing does not
+    change the training, so a looked-at run ends exactly as one that was not."""
     from .artifact import build_classifier
     from .trainer import Trainer, TrainingDiverged, evaluate, init_from_data
     torch.manual_seed(config.seed)
@@ -271,40 +283,48 @@ def fit_and_score(config: ClassifyConfig, train_set, val_set, device: torch.devi
     init_from_data(model, train_set.images)
     model.to(device)
     trainer = Trainer(config, model, train_set, device, steps=steps)
+    total = trainer.total_steps
+    pauses = [(label, max(1, round(total * share))) for label, share in looks] if total else []
+    pauses = [(label, at) for label, at in pauses if at < total]
+
+    def score(tta: bool) -> float:
+        model.tta = config.tta and tta
+        return evaluate(model, val_set.images, val_set.labels, device, channels_last=config.channels_last)["accuracy"]
     try:
         while trainer.limits.epochs_left(trainer.epoch) and not trainer.run_is_over:
-            trainer.train_epoch()
+            trainer.train_epoch(pause_at=pauses[0][1] if pauses else None)
+            while pauses and trainer.step >= pauses[0][1]:
+                on_look(pauses.pop(0)[0], score(tta=False))
     except TrainingDiverged:
         return 0.0
     except BudgetEndedInFirstEpoch:
         pass  # an error for a training run, but a search rung is a short look by design: score what it learned
-    model.tta = model.tta and tta
-    return evaluate(model, val_set.images, val_set.labels, device, channels_last=config.channels_last)["accuracy"]
+    return score(tta=True)
 
 
 def steps_in(seconds: float, config: ClassifyConfig, train_set, device: torch.device) -> int:
     """How many of `config`'s training steps fit in `seconds` on this machine, at the current
-    thread count: the rate of a short timed run (CALIBRATION seconds after the first epoch's
-    set-up), times the budget."""
+    thread count: the rate of a short timed run after its first steps (their one-off set-up
+    would make the rate too low), times the budget."""
     from .artifact import build_classifier
     from .trainer import Trainer, init_from_data
     torch.manual_seed(config.seed)
-    probe = replace(config, epochs=None, time_budget=min(seconds, CALIBRATION))
+    warm_up, timed = min(WARM_UP, seconds / 4), min(CALIBRATION, seconds)   # a tiny budget needs no precision
+    probe = replace(config, epochs=None, time_budget=warm_up)
     model = build_classifier(probe.model, probe.model_args, train_set.classes, probe.pretrained, probe.tta)
     init_from_data(model, train_set.images)
     trainer = Trainer(probe, model.to(device), train_set, device)
-    try:
-        while not trainer.out_of_time:
-            trainer.train_epoch()
-    except BudgetEndedInFirstEpoch:
-        pass
-    return max(1, round(seconds * trainer.step / max(trainer.elapsed, 1e-9)))
-
-
-def rung_config(config: ClassifyConfig, share: float) -> ClassifyConfig:
-    """The fold budget cut to `share`: the clock, and the epoch cap if there is one (at least 1)."""
-    return replace(config, epochs=None if config.epochs is None else max(1, math.ceil(config.epochs * share)),
-                   time_budget=config.time_budget * share if config.time_budget else None)
+    marks = []
+    for budget in (warm_up, warm_up + timed):
+        trainer.config = replace(probe, time_budget=budget)
+        try:
+            while not trainer.out_of_time:
+                trainer.train_epoch()
+        except BudgetEndedInFirstEpoch:
+            pass
+        marks.append((trainer.step, trainer.elapsed))
+    (steps_before, before), (steps_after, after) = marks
+    return max(1, round(seconds * (steps_after - steps_before) / max(after - before, 1e-9)))
 
 
 def is_duplicate(trial) -> bool:
@@ -331,22 +351,14 @@ class Objective:
                 params[name] = trial.suggest_categorical(name, values)
         return params
 
-    def rungs(self, config: ClassifyConfig) -> list[tuple[int, ClassifyConfig, int | None]]:
-        """(step, config, training steps) of the cut-down rungs on fold 1; a rung no cheaper than
-        the next is skipped."""
-        if not self.pruned:
-            return []
-        if self.steps is None:
-            ladder = [(round(share * 9), rung_config(config, share), None) for share in RUNGS] + [(9, config, None)]
-        else:
-            ladder = [(round(share * 9), config, max(1, round(self.steps * share))) for share in RUNGS]
-            ladder += [(9, config, self.steps)]
-        return [rung for rung, after in zip(ladder, ladder[1:]) if rung[1:] != after[1:]]
+    def looks(self, config: ClassifyConfig) -> list[tuple[int, float]]:
+        """(step, share) of the looks at fold 1's run: ninths of the fold's budget."""
+        return [(round(share * 9), share) for share in RUNGS] if self.pruned else []
 
-    def score(self, config: ClassifyConfig, fold: int, steps: int | None, tta: bool = True) -> float:
+    def score(self, config: ClassifyConfig, fold: int, looks=(), on_look=None) -> float:
         train_index, val_index = self.folds[fold]
         return fit_and_score(config, self.pool.subset(train_index), self.pool.subset(val_index), self.device,
-                             steps, tta)
+                             self.steps, looks, on_look)
 
     def __call__(self, trial) -> float:
         params = self.suggest(trial)
@@ -359,14 +371,16 @@ class Objective:
             raise optuna.TrialPruned(f"duplicate of trial {earlier[0].number}")
         config = replace(self.base, **params).validate()
         started, accuracies, last = time.perf_counter(), [], None
+
+        def look(step: int, accuracy: float) -> None:
+            nonlocal last
+            last = (step, accuracy)
+            trial.report(accuracy, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at step {step}")
         try:
-            for step, cut, steps in self.rungs(config):
-                last = (step, self.score(cut, 0, steps, tta=False))   # a look: the recipe's TTA costs more than it tells
-                trial.report(last[1], step)
-                if trial.should_prune():
-                    raise optuna.TrialPruned(f"pruned at step {step}")
             for k in range(len(self.folds)):
-                accuracies.append(self.score(config, k, self.steps))
+                accuracies.append(self.score(config, k, *((self.looks(config), look) if k == 0 else ())))
                 last = (9 * (k + 1), statistics.fmean(accuracies))
                 trial.report(last[1], last[0])
                 if k + 1 < len(self.folds) and self.pruned and trial.should_prune():
@@ -458,9 +472,10 @@ def make_storage(spec: SearchSpec):
 
 def make_pruner(name: str, folds: int):
     if name == "halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=REDUCTION)
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=FIRST_RUNG, reduction_factor=REDUCTION)
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=9 * folds, reduction_factor=REDUCTION)
+        return optuna.pruners.HyperbandPruner(min_resource=FIRST_RUNG, max_resource=9 * folds,
+                                              reduction_factor=REDUCTION)
     return optuna.pruners.NopPruner()
 
 
@@ -490,6 +505,8 @@ def fold_steps(study, spec: SearchSpec, threads: int) -> int | None:
     that settings are compared on equal training and a rerun scores alike: timed once, when the
     study is made (at the workers' thread count), and stored with it. None: no clock (--epochs)."""
     base = spec.base_config()
+    if spec.steps is not None:
+        return spec.steps
     if base.time_budget is None:
         return None
     if STEPS_ATTR not in study.user_attrs:
@@ -602,7 +619,7 @@ def work(spec: SearchSpec, quiet: bool) -> None:
         if move == "wait":
             time.sleep(POLL)
             continue
-        objective = objective or Objective(spec, space, quiet, study.user_attrs.get(STEPS_ATTR))
+        objective = objective or Objective(spec, space, quiet, spec.steps or study.user_attrs.get(STEPS_ATTR))
         study.optimize(objective, n_trials=1, catch=(CifarlabError,))
 
 

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from ..io import save_figure, write_json, write_text  # noqa: E402
+from .search import STEPS_ATTR  # noqa: E402
 
 
 def _fmt(value) -> str:
@@ -65,13 +66,15 @@ def heatmap(rows: list[dict], space: dict, path) -> bool:
     return True
 
 
-def budget_text(spec) -> str:
-    """'30 s of training per trial and fold; successive halving (...)'."""
+def budget_text(spec, steps: int | None = None) -> str:
+    """'30 s = 76 steps of training per trial and fold; successive halving (...)'."""
     limits = spec.base_config().limits()
-    budget = (f"{limits.time_budget:g} s" + (f" (at most {limits.epochs} epochs)" if limits.epochs else "")
+    budget = (f"{limits.time_budget:g} s" + (f" = {steps} steps" if steps else "")
+              + (f" (at most {limits.epochs} epochs)" if limits.epochs else "")
               if limits.time_budget else f"{limits.epochs} epoch(s)")
-    pruner = {"halving": "; successive halving (1/9, 1/3, full on fold 1, then the other folds)",
-              "hyperband": "; Hyperband over 1/9, 1/3, full on fold 1, then the other folds",
+    pruner = {"halving": "; successive halving (fold 1's run looked at a third of the way and at its end, "
+                         "then the other folds)",
+              "hyperband": "; Hyperband over fold 1's run at a third and at its end, then the other folds",
               "none": "; no pruning"}[spec.pruner_name()]
     return f"{budget} of training per trial and fold{pruner}"
 
@@ -110,7 +113,7 @@ def write_search_report(study, space: dict, spec, out: Path, seconds: float) -> 
     count = {state: sum(r["state"] == state for r in rows)
              for state in ("COMPLETE", "PRUNED", "DUPLICATE", "FAIL", "RUNNING", "WAITING")}
     lines = [f"# cifarlab classify search: recipe `{spec.recipe}`, {spec.folds}-fold cross-validation", "",
-             f"Data: `{spec.data}`; {budget_text(spec)}; study `{study.study_name}`; "
+             f"Data: `{spec.data}`; {budget_text(spec, study.user_attrs.get(STEPS_ATTR))}; study `{study.study_name}`; "
              + ", ".join(f"{n} {state.lower()}" for state, n in count.items() if n)
              + f" trial(s); this invocation {seconds:.0f} s with {spec.workers} worker(s).", ""]
     if complete:

@@ -171,6 +171,7 @@ class Trainer:
         self.history: list[dict] = []
         self.best_state: dict | None = None
         self.best_accuracy = -1.0
+        self._paused = None   # (order, next batch, epoch start, sums) of an epoch stopped by pause_at
         use_amp = config.amp and device.type == "cuda"
         self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else contextlib.nullcontext
         if config.channels_last:
@@ -209,13 +210,19 @@ class Trainer:
         if self.run_is_over:
             self.lookahead.finish(self.model)
 
-    def train_epoch(self, progress_bar=None) -> dict:
-        """One pass over the (shuffled) training set, or up to the time budget."""
+    def train_epoch(self, progress_bar=None, pause_at: int | None = None) -> dict | None:
+        """One pass over the (shuffled) training set, or up to the time budget. With `pause_at` it
+        stops after that step (None back) and the next call goes on from there in the same order:
+        a paused run trains exactly as one that never paused (a search looks at trials part-way)."""
         self.net.train()
-        order = torch.randperm(len(self.images), generator=self.order_generator).to(self.device)
+        if self._paused is None:
+            order = torch.randperm(len(self.images), generator=self.order_generator).to(self.device)
+            first, epoch_start, (loss_sum, correct, seen, steps) = 0, self.elapsed, (0.0, 0, 0, 0)
+        else:
+            order, first, epoch_start, (loss_sum, correct, seen, steps) = self._paused
+            self._paused = None
         started, before = time.perf_counter(), self.elapsed
-        loss_sum, correct, seen, steps = 0.0, 0, 0, 0
-        for i in range(self.steps_per_epoch):
+        for i in range(first, self.steps_per_epoch):
             lr = self.set_lr()
             index = ddp.shard(order[i * self.batch_size:(i + 1) * self.batch_size], self.dist)
             x = self.augment(self.images[index].float().div_(255), self.augment_generator, index=index,
@@ -251,12 +258,16 @@ class Trainer:
                 progress_bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.3g}")
             if self.run_is_over:
                 break
+            if pause_at is not None and self.step >= pause_at and i + 1 < self.steps_per_epoch:
+                self._paused = (order, i + 1, epoch_start, (loss_sum, correct, seen, steps))
+                return None
         if self.epoch == 0 and self.out_of_time:
-            require_a_whole_epoch(steps, self.steps_per_epoch, self.elapsed - before, self.config.time_budget)
+            require_a_whole_epoch(steps, self.steps_per_epoch, self.elapsed - epoch_start, self.config.time_budget)
         self.epoch += 1
+        seconds = self.elapsed - epoch_start
         row = {"epoch": self.epoch, "train_loss": loss_sum / max(1, seen), "train_accuracy": correct / max(1, seen),
-               "lr": self.optimizer.param_groups[0]["lr"], "epoch_seconds": self.elapsed - before,
-               "time": self.elapsed, "images_per_second": seen * self.dist.world / max(1e-9, self.elapsed - before)}
+               "lr": self.optimizer.param_groups[0]["lr"], "epoch_seconds": seconds,
+               "time": self.elapsed, "images_per_second": seen * self.dist.world / max(1e-9, seconds)}
         self.history.append(row)
         return row
 

@@ -249,7 +249,11 @@ def predict_command(run_dir, images, top_k, device, as_json):
 @click.option("--folds", type=int, default=3, show_default=True, help="k of k-fold cross-validation.")
 @click.option("--epochs", type=int, default=None, help="Epoch cap per trial and fold  [default: the preset's].")
 @click.option("--time-budget", type=float, default=None,
-              help="Seconds of training per trial and fold  [default: the preset's, 30 s for lr-wd].")
+              help="Seconds of training per trial and fold, turned into a number of steps once, when the study "
+                   "is made  [default: the preset's, 30 s for lr-wd].")
+@click.option("--steps", type=int, default=None,
+              help="Training steps per trial and fold instead of timing --time-budget (to repeat a search "
+                   "exactly, e.g. on another machine).")
 @click.option("--trials", type=int, default=30, show_default=True,
               help="Trials for ranges (TPE); grids run every point.")
 @click.option("--workers", type=int, default=1, show_default=True,
@@ -263,12 +267,12 @@ def predict_command(run_dir, images, top_k, device, as_json):
 @click.option("--out", default="runs/search", show_default=True,
               help="Folder for trials.csv, heatmap.png, report.md (and the journal).")
 @click.option("--quiet", is_flag=True, help="No per-trial output.")
-def search_command(recipe, data, data_root, grid, pruner, folds, epochs, time_budget, trials, workers, storage,
-                   study_name, seed, device, out, quiet):
+def search_command(recipe, data, data_root, grid, pruner, folds, epochs, time_budget, steps, trials, workers,
+                   storage, study_name, seed, device, out, quiet):
     """k-fold cross-validated hyperparameter search with Optuna; interrupted searches resume from the storage."""
     from ..classify.search import SearchSpec, run_search
     spec = SearchSpec(recipe=recipe, data=data, data_root=data_root, grid=grid, folds=folds, epochs=epochs,
-                      time_budget=time_budget, trials=trials, workers=workers, storage=storage,
+                      time_budget=time_budget, steps=steps, trials=trials, workers=workers, storage=storage,
                       study_name=study_name, seed=seed, device=device, out=out, pruner=pruner)
     report = run_search(spec, quiet=quiet)
     click.echo(str(report))

@@ -2,6 +2,7 @@
 import csv
 from dataclasses import replace
 
+import optuna
 import pytest
 import torch
 from optuna.trial import TrialState
@@ -33,7 +34,7 @@ def test_pruned_search_settles_every_point_once_and_keeps_the_learning_ones(make
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     best = max(complete, key=lambda t: t.value)
     assert best.params["lr"] >= 0.003 and best.value > 0.9
-    assert sorted(best.intermediate_values) == [1, 3, 9, 18]  # 1/9 and 1/3 of the budget, then each fold
+    assert sorted(best.intermediate_values) == [3, 9, 18]  # fold 1 at a third of its run, then each fold
     if pruner == "halving":  # hyperband may put every trial in a bracket that starts late; halving must prune
         assert states.count(TrialState.PRUNED) >= 2
     for t in trials:
@@ -43,38 +44,34 @@ def test_pruned_search_settles_every_point_once_and_keeps_the_learning_ones(make
     assert {r["state"] for r in rows} <= {"COMPLETE", "PRUNED"} and len(rows) == 6
 
 
-def test_rungs_cut_the_budget_and_skip_rungs_that_save_nothing(make_folder, tmp_path):
-    spec = SearchSpec(recipe="fast", data=str(make_folder(tmp_path / "data")), folds=2, time_budget=30)
-    objective = Objective(spec, spec.space(), quiet=True, steps=270)
-    config = objective.base
-    assert [(step, steps) for step, _, steps in objective.rungs(config)] == [(1, 30), (3, 90)]  # shares of the steps
-    objective.steps = None  # --epochs without a clock: the rungs cut the epochs
-    capped = replace(config, time_budget=None, epochs=20)
-    assert [(c.epochs, steps) for _, c, steps in objective.rungs(capped)] == [(3, None), (7, None)]
-    assert objective.rungs(replace(config, time_budget=None, epochs=1)) == []
-    objective.pruned = False
-    assert objective.rungs(capped) == []
-
-
-def test_a_trial_trains_exactly_its_steps_and_scores_the_same_when_rerun(make_folder, tmp_path):
+def test_a_trial_trains_exactly_its_steps_and_a_look_part_way_changes_nothing(make_folder, tmp_path):
     from cifarlab.classify.data import load_labelled
     from cifarlab.classify.search import fit_and_score
     from cifarlab.classify.recipes import recipe_config
     pool = load_labelled(str(make_folder(tmp_path / "data")), "train")
     train_set, val_set = pool.subset(torch.arange(0, len(pool), 2)), pool.subset(torch.arange(1, len(pool), 2))
     config = recipe_config("fast", batch_size=8, time_budget=30, logger="none")   # the clock is ignored
-    steps_seen = []
+    ends, seen = [], []
     real_step = Trainer.train_epoch
 
     def counting(self, *a, **k):
         row = real_step(self, *a, **k)
-        steps_seen.append((self.step, self.total_steps, self.progress()))
+        ends.append((self.step, self.total_steps, self.progress()))
         return row
     with pytest.MonkeyPatch.context() as m:
         m.setattr(Trainer, "train_epoch", counting)
-        first = fit_and_score(config, train_set, val_set, torch.device("cpu"), steps=11)
-    assert steps_seen[-1] == (11, 11, 1.0)   # not a whole number of epochs: it stops at the step, annealed
-    assert fit_and_score(config, train_set, val_set, torch.device("cpu"), steps=11) == first
+        plain = fit_and_score(config, train_set, val_set, torch.device("cpu"), steps=11)
+    assert ends[-1] == (11, 11, 1.0)   # not a whole number of epochs: it stops at the step, annealed
+    assert fit_and_score(config, train_set, val_set, torch.device("cpu"), steps=11) == plain   # rerun: the same
+    looked = fit_and_score(config, train_set, val_set, torch.device("cpu"), steps=11,
+                           looks=[(1, 1 / 9), (3, 1 / 3)], on_look=lambda step, a: seen.append((step, a)))
+    assert [step for step, _ in seen] == [1, 3] and looked == plain   # paused mid-epoch, same end
+    assert all(0 <= a <= 1 for _, a in seen)
+
+    def stop(step, accuracy):
+        raise optuna.TrialPruned(f"at {step}")
+    with pytest.raises(optuna.TrialPruned, match="at 1"):
+        fit_and_score(config, train_set, val_set, torch.device("cpu"), steps=11, looks=[(1, 1 / 9)], on_look=stop)
 
 
 def test_the_budget_is_timed_once_and_stored_with_the_study(make_folder, tmp_path, monkeypatch):
@@ -86,6 +83,7 @@ def test_the_budget_is_timed_once_and_stored_with_the_study(make_folder, tmp_pat
         timings.append(seconds)
         return real(0.5, *args)
     monkeypatch.setattr(search_module, "steps_in", timed)
+    monkeypatch.setattr(search_module, "CALIBRATION", 0.3)
     spec = SearchSpec(recipe="baseline", data=str(make_folder(tmp_path / "data")), grid="lr=0.003;batch_size=8",
                       folds=2, time_budget=2, out=str(tmp_path / "s"))
     run_search(spec, quiet=True)
@@ -94,6 +92,11 @@ def test_the_budget_is_timed_once_and_stored_with_the_study(make_folder, tmp_pat
     assert timings == [2] and stored >= 1
     run_search(spec, quiet=True)   # resumed: the stored steps hold
     assert timings == [2]
+    given = replace(spec, steps=5, out=str(tmp_path / "s5"))    # --steps: no timing, and its own study
+    run_search(given, quiet=True)
+    assert timings == [2] and open_study(given, given.space()).study_name != study.study_name
+    trials = open_study(given, given.space()).get_trials()
+    assert trials and all(t.state == TrialState.COMPLETE for t in trials)
 
 
 def test_a_budget_too_small_for_one_epoch_still_scores_every_point(make_folder, tmp_path):
@@ -138,6 +141,9 @@ def test_unknown_preset_and_bad_heartbeat_are_refused(capsys, tiny_folder, tmp_p
     code, line = run(capsys, "classify", "search", "--data", str(tiny_folder), "--grid", "lr-wd-huge",
                      "--out", str(tmp_path / "s"))
     assert code == 2 and "'lr-wd-huge' is neither a preset (lr-wd, lr-wd-full, report-adam)" in line
+    code, line = run(capsys, "classify", "search", "--data", str(tiny_folder), "--steps", "0",
+                     "--out", str(tmp_path / "s"))
+    assert code == 2 and "--steps must be a positive integer, got 0" in line
     monkeypatch.setenv(HEARTBEAT_ENV, "5,2")
     with pytest.raises(CifarlabError, match="GRACE > INTERVAL"):
         heartbeat()
@@ -156,3 +162,11 @@ def test_a_best_setting_on_the_grids_edge_is_pointed_out():
     assert "lr=1.6 is the largest value searched" in edge_note({"lr": 1.6, "weight_decay": 5e-4, "optimizer": "sgd"},
                                                              space)
     assert edge_note({"lr": 0.8, "weight_decay": 5e-4, "optimizer": "sgd"}, space) == ""
+
+
+def test_a_pruned_trial_is_looked_at_a_third_of_the_way_into_fold_1(make_folder, tmp_path):
+    spec = SearchSpec(recipe="fast", data=str(make_folder(tmp_path / "data")), folds=2, time_budget=30)
+    objective = Objective(spec, spec.space(), quiet=True, steps=270)
+    assert objective.looks(objective.base) == [(3, pytest.approx(1 / 3))]
+    objective.pruned = False
+    assert objective.looks(objective.base) == []
