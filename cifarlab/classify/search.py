@@ -645,7 +645,8 @@ def run_search(spec: SearchSpec, quiet: bool = False) -> Path:
     steps = fold_steps(study, spec, threads)
     if not quiet:
         base = spec.base_config()
-        budget = (f"{base.time_budget:g} s = {steps} steps per fold (timed here at study creation)" if steps
+        budget = (f"{steps} steps per fold (--steps)" if spec.steps
+                  else f"{base.time_budget:g} s = {steps} steps per fold (timed at study creation)" if steps
                   else f"{base.epochs} epoch(s) per fold")
         print(f"search: study {study.study_name!r}, {spec.workers} worker(s) x {threads} thread(s), "
               f"{len(grid_points(space) or []) or spec.trials} setting(s), {spec.folds} folds, {budget}, "

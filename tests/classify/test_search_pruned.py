@@ -93,8 +93,8 @@ def test_the_budget_is_timed_once_and_stored_with_the_study(make_folder, tmp_pat
     run_search(spec, quiet=True)   # resumed: the stored steps hold
     assert timings == [2]
     given = replace(spec, steps=5, out=str(tmp_path / "s5"))    # --steps: no timing, and its own study
-    run_search(given, quiet=True)
-    assert timings == [2] and open_study(given, given.space()).study_name != study.study_name
+    report = run_search(given, quiet=False)
+    assert timings == [2] and "5 steps of training per trial and fold (--steps)" in report.read_text() and open_study(given, given.space()).study_name != study.study_name
     trials = open_study(given, given.space()).get_trials()
     assert trials and all(t.state == TrialState.COMPLETE for t in trials)
 
