@@ -71,3 +71,21 @@ def test_parse_augment_lists_valid_names_and_rejects_bad_amounts():
         parse_augment("flip:3")
     with pytest.raises(CifarlabError, match="must be a number"):
         parse_augment("crop:x")
+
+
+@pytest.mark.parametrize("spec", ["cutmix:1.0", "mixup:0.2", "crop:2,cutmix,mixup"])
+def test_label_mixing_gives_label_distributions_that_match_the_mixed_images(spec):
+    torch.manual_seed(0)
+    aug, x, labels = Augment(spec), batch(), torch.arange(16) % 10
+    images, targets = aug.mix(aug(x, torch.Generator().manual_seed(0)), labels, 10)
+    assert images.shape == x.shape and targets.shape == (16, 10)
+    assert torch.allclose(targets.sum(1), torch.ones(16))
+    assert not torch.equal(targets, F.one_hot(labels, 10).float())   # something was mixed
+    # each image's label weight is the share of it left in the mix: at least half of the batch keeps the most
+    assert (targets.max(1).values >= 0.5 - 1e-6).all()
+    assert bool(aug) and Augment("crop:2").mix(x, labels, 10)[1] is labels   # no mixing: labels untouched
+
+
+def test_label_mixing_amounts_are_checked():
+    with pytest.raises(CifarlabError, match="must be a number from 0.05 to 10"):
+        parse_augment("cutmix:0")

@@ -86,10 +86,10 @@ def test_the_budget_is_timed_once_and_stored_with_the_study(make_folder, tmp_pat
     monkeypatch.setattr(search_module, "CALIBRATION", 0.3)
     spec = SearchSpec(recipe="baseline", data=str(make_folder(tmp_path / "data")), grid="lr=0.003;batch_size=8",
                       folds=2, time_budget=2, out=str(tmp_path / "s"))
-    run_search(spec, quiet=True)
+    report = run_search(spec, quiet=False)
     study = open_study(spec, spec.space())
     stored = study.user_attrs[search_module.STEPS_ATTR]
-    assert timings == [2] and stored >= 1
+    assert timings == [2] and stored >= 1 and f"2 s = {stored} steps of training" in report.read_text()
     run_search(spec, quiet=True)   # resumed: the stored steps hold
     assert timings == [2]
     given = replace(spec, steps=5, out=str(tmp_path / "s5"))    # --steps: no timing, and its own study
