@@ -85,7 +85,7 @@ def _pruner_text(spec) -> str:
 
 
 def _steps(steps: dict) -> str:
-    """Intermediate values by step (ninths of one fold's budget): '1: 31.2%, 3: 40.0%'."""
+    """Intermediate values by step (ninths of one fold's budget): '3: 40.0%, 9: 60.2%'."""
     return ", ".join(f"{step}: {value:.1%}" for step, value in steps.items())
 
 
