@@ -364,9 +364,10 @@ class Objective:
         params = self.suggest(trial)
         trial.set_user_attr("host", HOST)
         trial.set_user_attr("pid", os.getpid())
-        earlier = [t for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+        settled = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)   # a pruned point is settled too
+        earlier = [t for t in trial.study.get_trials(deepcopy=False, states=settled)
                    if t.params == params and t.number < trial.number and not is_duplicate(t)]
-        if earlier:  # two workers drew the same grid point at once: the earlier trial runs it
+        if earlier:  # drawn before (by two workers at once, or queued first as the recipe's point): settled there
             trial.set_user_attr("duplicate_of", earlier[0].number)
             raise optuna.TrialPruned(f"duplicate of trial {earlier[0].number}")
         config = replace(self.base, **params).validate()
@@ -470,6 +471,19 @@ def make_storage(spec: SearchSpec):
     return JournalStorage(JournalFileBackend(target))
 
 
+def recipe_point(base: ClassifyConfig, space: dict) -> dict | None:
+    """The recipe's own setting, when the space holds it: the first trial. Successive halving lets
+    the first trials to reach a look run on (there is nothing to compare them with yet), so the
+    first should be the user's best guess, not a random corner; later trials must beat it."""
+    point = {name: getattr(base, name) for name in space}
+    for name, values in space.items():
+        inside = (values.low <= point[name] <= values.high if isinstance(values, SearchRange)
+                  else point[name] in values)
+        if not inside:
+            return None
+    return point
+
+
 def make_pruner(name: str, folds: int):
     if name == "halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=FIRST_RUNG, reduction_factor=REDUCTION)
@@ -492,6 +506,9 @@ def open_study(spec: SearchSpec, space: dict):
     theirs = study.user_attrs.get("cifarlab_settings")
     if theirs is None:
         study.set_user_attr("cifarlab_settings", mine)
+        start = recipe_point(spec.base_config(), space)
+        if start is not None:
+            study.enqueue_trial(start)
     elif theirs != mine:
         diff = "; ".join(f"{k} {json.dumps(theirs.get(k))} there, {json.dumps(mine[k])} here"
                          for k in mine if theirs.get(k) != mine[k])

@@ -170,3 +170,21 @@ def test_a_pruned_trial_is_looked_at_a_third_of_the_way_into_fold_1(make_folder,
     assert objective.looks(objective.base) == [(3, pytest.approx(1 / 3))]
     objective.pruned = False
     assert objective.looks(objective.base) == []
+
+
+def test_the_recipes_own_setting_is_tried_first_and_never_twice(make_folder, tmp_path):
+    from cifarlab.classify.search import recipe_point
+    spec = SearchSpec(recipe="fast", data=str(make_folder(tmp_path / "data")), folds=2, time_budget=30,
+                      out=str(tmp_path / "s"))
+    base = spec.base_config()
+    assert recipe_point(base, spec.space()) == {"lr": base.lr, "weight_decay": base.weight_decay}
+    assert recipe_point(base, SearchSpec(grid="lr=0.1,0.2").space()) is None          # not a grid point
+    assert recipe_point(base, SearchSpec(grid="lr=0.01..1..log").space()) == {"lr": base.lr}
+    study = open_study(spec, spec.space())
+    assert [(t.state, t.params) for t in study.get_trials()] == [(TrialState.WAITING, {})]
+    assert study.get_trials()[0].system_attrs["fixed_params"] == {"lr": base.lr, "weight_decay": base.weight_decay}
+    # a small grid holding the baseline recipe's lr: queued first, run once even though the sampler draws it again
+    _, trials, _ = search(make_folder(tmp_path / "data2"), tmp_path, grid="lr=0.002,0.003",
+                          epochs=2, pruner="none")
+    runs = [t for t in trials if "duplicate_of" not in t.user_attrs]
+    assert trials[0].params["lr"] == 0.002 and sorted(t.params["lr"] for t in runs) == [0.002, 0.003]
