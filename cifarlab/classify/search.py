@@ -21,7 +21,8 @@ goes on unchanged), and again at its end, then trains the other folds; at each l
 pruner (successive halving or Hyperband) asks whether the setting is still in the top third of
 those that reached that look. Intermediate values are reported at steps counted in ninths of
 one fold's budget: 3 (a third of fold 1), 9 (fold 1 in full), 9k (k folds in full, their mean).
-The trial's value is the mean accuracy over all folds.
+The trial's value is the mean accuracy over all folds. The recipe's own setting, when the space
+holds it, is the first trial (`recipe_point`).
 
 Workers are processes that share one Optuna study through its storage: a journal file in OUT
 by default, or ``--storage`` (``sqlite:///search.db``; ``postgresql://user:pw@host/db`` to join
