@@ -188,3 +188,12 @@ def test_the_recipes_own_setting_is_tried_first_and_never_twice(make_folder, tmp
                           epochs=2, pruner="none")
     runs = [t for t in trials if "duplicate_of" not in t.user_attrs]
     assert trials[0].params["lr"] == 0.002 and sorted(t.params["lr"] for t in runs) == [0.002, 0.003]
+
+
+def test_a_grid_of_only_the_recipes_point_runs_it_once(make_folder, tmp_path):
+    # the queued first trial has no grid id; Optuna's GridSampler looked it up when it was the last point
+    spec = SearchSpec(recipe="fast", data=str(make_folder(tmp_path / "data")), grid="lr=0.4;weight_decay=0.0005",
+                      folds=2, steps=2, out=str(tmp_path / "s"))
+    run_search(spec, quiet=True)
+    trials = open_study(spec, spec.space()).get_trials()
+    assert [(t.state, t.params) for t in trials] == [(TrialState.COMPLETE, {"lr": 0.4, "weight_decay": 0.0005})]
