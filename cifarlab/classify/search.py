@@ -267,6 +267,16 @@ def grid_points(space: dict) -> list[dict] | None:
 # ----------------------------------------------------------------------------- one trial
 
 
+def fold_trainer(config: ClassifyConfig, train_set, device: torch.device, steps: int | None = None):
+    """(model, trainer) for one fold, seeded and with the whitening fitted: a trial's and the timing's."""
+    from .artifact import build_classifier
+    from .trainer import Trainer, init_from_data
+    torch.manual_seed(config.seed)
+    model = build_classifier(config.model, config.model_args, train_set.classes, config.pretrained, config.tta)
+    init_from_data(model, train_set.images)
+    return model, Trainer(config, model.to(device), train_set, device, steps=steps)
+
+
 def fit_and_score(config: ClassifyConfig, train_set, val_set, device: torch.device, steps: int | None = None,
                   looks=(), on_look=None) -> float:
     """Train on one fold, return accuracy on the held-out fold (0 when training diverged).
@@ -274,16 +284,11 @@ def fit_and_score(config: ClassifyConfig, train_set, val_set, device: torch.devi
     `looks`: (label, share of the steps) at which the run pauses for `on_look(label, accuracy)`
     (scored without TTA: a look, not the result), which may stop it by raising; pausing does not
     change the training, so a looked-at run ends exactly as one that was not."""
-    from .artifact import build_classifier
-    from .trainer import Trainer, TrainingDiverged, evaluate, init_from_data
-    torch.manual_seed(config.seed)
+    from .trainer import TrainingDiverged, evaluate, steps_per_epoch
     if steps is not None:
-        per_epoch = max(1, len(train_set.images) // min(config.batch_size, len(train_set.images)))
-        config = replace(config, epochs=math.ceil(steps / per_epoch), time_budget=None)
-    model = build_classifier(config.model, config.model_args, train_set.classes, config.pretrained, config.tta)
-    init_from_data(model, train_set.images)
-    model.to(device)
-    trainer = Trainer(config, model, train_set, device, steps=steps)
+        epochs = math.ceil(steps / steps_per_epoch(len(train_set), config.batch_size))
+        config = replace(config, epochs=epochs, time_budget=None)
+    model, trainer = fold_trainer(config, train_set, device, steps)
     total = trainer.total_steps
     pauses = [(label, max(1, round(total * share))) for label, share in looks] if total else []
     pauses = [(label, at) for label, at in pauses if at < total]
@@ -307,14 +312,9 @@ def steps_in(seconds: float, config: ClassifyConfig, train_set, device: torch.de
     """How many of `config`'s training steps fit in `seconds` on this machine, at the current
     thread count: the rate of a short timed run after its first steps (their one-off set-up
     would make the rate too low), times the budget."""
-    from .artifact import build_classifier
-    from .trainer import Trainer, init_from_data
-    torch.manual_seed(config.seed)
     warm_up, timed = min(WARM_UP, seconds / 4), min(CALIBRATION, seconds)   # a tiny budget needs no precision
     probe = replace(config, epochs=None, time_budget=warm_up)
-    model = build_classifier(probe.model, probe.model_args, train_set.classes, probe.pretrained, probe.tta)
-    init_from_data(model, train_set.images)
-    trainer = Trainer(probe, model.to(device), train_set, device)
+    _, trainer = fold_trainer(probe, train_set, device)
     marks = []
     for budget in (warm_up, warm_up + timed):
         trainer.config = replace(probe, time_budget=budget)
@@ -326,6 +326,18 @@ def steps_in(seconds: float, config: ClassifyConfig, train_set, device: torch.de
         marks.append((trainer.step, trainer.elapsed))
     (steps_before, before), (steps_after, after) = marks
     return max(1, round(seconds * (steps_after - steps_before) / max(after - before, 1e-9)))
+
+
+def budget_words(spec: SearchSpec, steps: int | None) -> str:
+    """A trial's budget per fold, for the first line and the report: '30 s = 98 steps' (timed),
+    '76 steps' (--steps) or '2 epoch(s)'."""
+    base = spec.base_config()
+    if spec.steps:
+        return f"{spec.steps} steps"
+    if base.time_budget is None:
+        return f"{base.epochs} epoch(s)"
+    return (f"{base.time_budget:g} s" + (f" = {steps} steps" if steps else "")
+            + (f" (at most {base.epochs} epochs)" if base.epochs else ""))
 
 
 def is_duplicate(trial) -> bool:
@@ -527,18 +539,19 @@ def open_study(spec: SearchSpec, space: dict):
     return study
 
 
-def fold_steps(study, spec: SearchSpec, threads: int) -> int | None:
+def fold_steps(study, spec: SearchSpec, threads: int, pool) -> int | None:
     """A time budget per fold in training steps, the same for every trial, worker and machine, so
-    that settings are compared on equal training and a rerun scores alike: timed once, when the
-    study is made (at the workers' thread count), and stored with it. None: no clock (--epochs)."""
+    that settings are compared on equal training and a rerun scores alike: timed once on fold 1 of
+    `pool`, when the study is made (at the workers' thread count), and stored with it. None: no
+    clock (--epochs)."""
+    from .data import kfold_indices
+    from .trainer import steps_per_epoch
     base = spec.base_config()
     if spec.steps is not None:
         return spec.steps
     if base.time_budget is None:
         return None
     if STEPS_ATTR not in study.user_attrs:
-        from .data import kfold_indices, load_labelled
-        pool = load_labelled(spec.data, "train", spec.data_root)
         train_set = pool.subset(kfold_indices(len(pool), spec.folds, spec.seed)[0][0])
         before = torch.get_num_threads()
         torch.set_num_threads(threads)
@@ -547,7 +560,7 @@ def fold_steps(study, spec: SearchSpec, threads: int) -> int | None:
         finally:
             torch.set_num_threads(before)
         if base.epochs is not None:
-            steps = min(steps, base.epochs * max(1, len(train_set) // min(base.batch_size, len(train_set))))
+            steps = min(steps, base.epochs * steps_per_epoch(len(train_set), base.batch_size))
         study.set_user_attr(STEPS_ATTR, steps)
     return study.user_attrs[STEPS_ATTR]   # another machine may have stored its timing first: theirs holds
 
@@ -669,15 +682,11 @@ def run_search(spec: SearchSpec, quiet: bool = False) -> Path:
     study = open_study(spec, space)
     requeue_failed(study, grid_points(space))
     threads = max(1, (os.cpu_count() or 1) // spec.workers)
-    steps = fold_steps(study, spec, threads)
+    steps = fold_steps(study, spec, threads, pool)
     if not quiet:
-        base = spec.base_config()
-        budget = (f"{steps} steps per fold (--steps)" if spec.steps
-                  else f"{base.time_budget:g} s = {steps} steps per fold (timed at study creation)" if steps
-                  else f"{base.epochs} epoch(s) per fold")
         print(f"search: study {study.study_name!r}, {spec.workers} worker(s) x {threads} thread(s), "
-              f"{len(grid_points(space) or []) or spec.trials} setting(s), {spec.folds} folds, {budget}, "
-              f"pruner {spec.pruner_name()}", file=sys.stderr)
+              f"{len(grid_points(space) or []) or spec.trials} setting(s), {spec.folds} folds, "
+              f"{budget_words(spec, steps)} per fold, pruner {spec.pruner_name()}", file=sys.stderr)
     started = time.perf_counter()
     if spec.workers == 1:
         torch.set_num_threads(threads)

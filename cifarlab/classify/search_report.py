@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from ..io import save_figure, write_json, write_text  # noqa: E402
-from .search import STEPS_ATTR  # noqa: E402
+from .search import STEPS_ATTR, budget_words  # noqa: E402
 
 
 def _fmt(value) -> str:
@@ -68,20 +68,12 @@ def heatmap(rows: list[dict], space: dict, path) -> bool:
 
 def budget_text(spec, steps: int | None = None) -> str:
     """'30 s = 76 steps of training per trial and fold; successive halving (...)'."""
-    limits = spec.base_config().limits()
-    if spec.steps:
-        return f"{spec.steps} steps of training per trial and fold (--steps){_pruner_text(spec)}"
-    budget = (f"{limits.time_budget:g} s" + (f" = {steps} steps" if steps else "")
-              + (f" (at most {limits.epochs} epochs)" if limits.epochs else "")
-              if limits.time_budget else f"{limits.epochs} epoch(s)")
-    return f"{budget} of training per trial and fold{_pruner_text(spec)}"
-
-
-def _pruner_text(spec) -> str:
-    return {"halving": "; successive halving (fold 1's run looked at a third of the way and at its end, "
-                       "then the other folds)",
-            "hyperband": "; Hyperband over fold 1's run at a third and at its end, then the other folds",
-            "none": "; no pruning"}[spec.pruner_name()]
+    pruner = {"halving": "; successive halving (fold 1's run looked at a third of the way and at its end, "
+                         "then the other folds)",
+              "hyperband": "; Hyperband over fold 1's run at a third and at its end, then the other folds",
+              "none": "; no pruning"}[spec.pruner_name()]
+    given = " (--steps)" if spec.steps else ""
+    return f"{budget_words(spec, steps)} of training per trial and fold{given}{pruner}"
 
 
 def _steps(steps: dict) -> str:

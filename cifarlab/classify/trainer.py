@@ -144,6 +144,11 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, devic
             "accuracy": (predictions == labels).double().mean().item(), "predictions": predictions}
 
 
+def steps_per_epoch(images: int, batch_size: int) -> int:
+    """Whole batches in an epoch (the ragged last batch is dropped; a set smaller than a batch is one)."""
+    return max(1, images // min(batch_size, images))
+
+
 class Trainer:
     """Holds the model, optimizer, schedule, early stopping, generators and clock of a run."""
 
@@ -155,7 +160,7 @@ class Trainer:
         self.images = train_set.images.to(device)                    # uint8, resident on the device
         self.labels = train_set.labels.to(device)
         self.batch_size = min(config.batch_size, len(self.images))
-        self.steps_per_epoch = len(self.images) // self.batch_size    # drop the ragged last batch
+        self.steps_per_epoch = steps_per_epoch(len(self.images), config.batch_size)
         self.limits = config.limits()
         self.total_steps = steps or self.limits.planned_steps(self.steps_per_epoch)   # None: the clock alone
         self.optimizer = build_optimizer(config, model)
