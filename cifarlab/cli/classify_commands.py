@@ -76,7 +76,7 @@ def recipe_options(f):
                      help=f"Biases and BatchNorm shifts learn this many times faster.  {FROM_RECIPE}"),
         click.option("--label-smoothing", type=float, default=None, help=f"Cross-entropy smoothing.  {FROM_RECIPE}"),
         click.option("--augment", default=None,
-                     help=f"Batched on-device augmentation, e.g. 'crop:4,flip,rotate:15,cutout:8' or none.  "
+                     help=f"Augmentation steps, e.g. 'crop:4,flip,rotate:15,cutout:8', 'altflip,crop:4,autoaugment' or none.  "
                           f"{FROM_RECIPE}"),
         click.option("--tta/--no-tta", default=None, help=f"Average logits over the image and its mirror.  "
                                                          f"{FROM_RECIPE}"),
@@ -90,7 +90,7 @@ def recipe_options(f):
                      help="Share of the training pool held out for validation (seeded)."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed for split, init and augmentation."),
         click.option("--device", default="auto", show_default=True, help="auto|cpu|cuda|mps."),
-        click.option("--amp/--no-amp", default=True, show_default=True, help="bfloat16 autocast on CUDA."),
+        click.option("--amp/--no-amp", default=True, show_default=True, help="bfloat16 autocast on CUDA and on CPUs with native bfloat16 (AVX512-BF16/AMX)."),
         click.option("--threads", type=int, default=0, show_default=True, help="CPU threads (0: torch's default)."),
     ]
     for option in reversed(options):

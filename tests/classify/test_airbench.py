@@ -1,4 +1,5 @@
 """airbench94's parts in cifarlab: each checked on tiny data against what airbench does."""
+import pytest
 import torch
 import torch.nn as nn
 
@@ -263,3 +264,23 @@ def test_airbench94_on_small_data_states_and_applies_its_rule(tmp_path, capsys, 
     assert (config.batch_size, config.lr, config.epochs) == (256, 0.375, 3)
     config = recipe_config("airbench94", data=str(tmp_path / "d"), batch_size=512, lr=0.7)
     assert (config.batch_size, config.lr) == (512, 0.7)
+
+
+# ----------------------------------------------------------------------------- bfloat16 autocast
+
+
+@pytest.mark.parametrize("amp, native, expected", [(True, True, torch.bfloat16), (True, False, torch.float32),
+                                                   (False, True, torch.float32)])
+def test_training_autocasts_to_bfloat16_only_when_asked_and_native(tiny_folder, monkeypatch, amp, native, expected):
+    """On where the hardware has bfloat16 natively (CUDA, AVX512-BF16/AMX CPUs), off where it is emulated."""
+    from cifarlab.classify import trainer as trainer_module
+    monkeypatch.setattr(trainer_module, "native_bfloat16", lambda device: native)
+    trainer = tiny_airbench(tiny_folder, amp=amp)
+    conv = torch.nn.Conv2d(3, 4, 3)
+    with trainer.autocast():
+        assert conv(torch.rand(2, 3, 8, 8)).dtype == expected
+
+
+def test_native_bfloat16_is_never_claimed_for_devices_without_it():
+    from cifarlab.devices import native_bfloat16
+    assert native_bfloat16(torch.device("meta")) is False

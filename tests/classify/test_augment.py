@@ -89,3 +89,33 @@ def test_label_mixing_gives_label_distributions_that_match_the_mixed_images(spec
 def test_label_mixing_amounts_are_checked():
     with pytest.raises(CifarlabError, match="must be a number from 0.05 to 10"):
         parse_augment("cutmix:0")
+
+
+@pytest.mark.parametrize("spec, policy", [
+    ("autoaugment", lambda v2: v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10)),
+    ("randaugment:5", lambda v2: v2.RandAugment(magnitude=5)),
+    ("trivialaugment", lambda v2: v2.TrivialAugmentWide()),
+])
+def test_policies_are_torchvisions_drawn_per_image_and_repeatable(spec, policy):
+    from torchvision.transforms import v2
+    x = batch(12)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    out = Augment(spec)(x, torch.Generator().manual_seed(7))
+    assert torch.equal(torch.get_rng_state(), before)               # the caller's RNG is left alone
+    assert torch.equal(out, Augment(spec)(x, torch.Generator().manual_seed(7)))
+    assert not torch.equal(out, Augment(spec)(x, torch.Generator().manual_seed(8)))
+    # the same as torchvision's policy applied image by image on the seed drawn from the generator
+    seed = int(torch.randint(0, 2 ** 62, (1,), generator=torch.Generator().manual_seed(7)))
+    torch.manual_seed(seed)
+    reference = policy(v2)
+    assert torch.equal(out, torch.stack([reference(image) for image in x]))
+    changed = (out != x).flatten(1).any(1)
+    assert changed.sum() >= 2 and out.shape == x.shape and out.dtype == x.dtype
+
+
+def test_policy_amounts_are_checked():
+    with pytest.raises(CifarlabError, match="randaugment:31.*a whole number from 0 to 30"):
+        parse_augment("randaugment:31")
+    with pytest.raises(CifarlabError, match="takes no amount"):
+        parse_augment("autoaugment:3")
