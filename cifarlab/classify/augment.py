@@ -106,18 +106,13 @@ class PolicyStep:
             return torch.stack([self.policy(image) for image in images])
 
 
-def _autoaugment():
+def torchvision_policy(name: str, magnitude: int | None = None):
+    """torchvision's learned policy `name` (autoaugment: the CIFAR-10 one)."""
     from torchvision.transforms import v2
-    return v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10)
-
-
-def _randaugment(magnitude):
-    from torchvision.transforms import v2
-    return v2.RandAugment(magnitude=int(magnitude))
-
-
-def _trivialaugment():
-    from torchvision.transforms import v2
+    if name == "autoaugment":
+        return v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10)
+    if name == "randaugment":
+        return v2.RandAugment(magnitude=int(magnitude))
     return v2.TrivialAugmentWide()
 
 
@@ -128,9 +123,9 @@ AUGMENTATIONS = {
     "rotate": (random_rotation, True, 15),
     "cutout": (cutout, True, 8),
     "altflip": (alternating_flip, False, None),      # needs the batch's dataset indices and the epoch
-    "autoaugment": (_autoaugment, False, None),      # policies: factories of torchvision's (PolicyStep)
-    "randaugment": (_randaugment, True, 9),
-    "trivialaugment": (_trivialaugment, False, None),
+    "autoaugment": (torchvision_policy, False, None),  # torchvision's policies, run by PolicyStep
+    "randaugment": (torchvision_policy, True, 9),
+    "trivialaugment": (torchvision_policy, False, None),
     "cutmix": (None, True, 1.0),                     # label mixing (Augment.mix): the amount is Beta's alpha
     "mixup": (None, True, 0.2),
 }
@@ -180,7 +175,7 @@ class Augment:
         self.spec = spec or "none"
         parsed = parse_augment(spec)
         self.steps = [(name, amount) for name, amount in parsed if name not in LABEL_MIXES]
-        self.policies = {name: PolicyStep(AUGMENTATIONS[name][0](*([] if amount is None else [amount])))
+        self.policies = {name: PolicyStep(torchvision_policy(name, amount))
                          for name, amount in self.steps if name in POLICIES}
         self.mixes = [(name, amount) for name, amount in parsed if name in LABEL_MIXES]
         self._mixer = None
