@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cifarlab.classify.augment import Augment, cutout, parse_augment, random_crop, random_flip, random_rotation
+from cifarlab.classify.augment import PolicyStep, Augment, cutout, parse_augment, random_crop, random_flip, random_rotation
 from cifarlab.errors import CifarlabError
 
 
@@ -97,8 +97,9 @@ def test_label_mixing_amounts_are_checked():
     ("trivialaugment", lambda v2: v2.TrivialAugmentWide()),
 ])
 def test_policies_are_torchvisions_drawn_per_image_and_repeatable(spec, policy):
+    from collections import Counter
     from torchvision.transforms import v2
-    x = batch(12)
+    x = batch(64)
     torch.manual_seed(123)
     before = torch.get_rng_state()
     out = Augment(spec)(x, torch.Generator().manual_seed(7))
@@ -110,6 +111,10 @@ def test_policies_are_torchvisions_drawn_per_image_and_repeatable(spec, policy):
     torch.manual_seed(seed)
     reference = policy(v2)
     assert torch.equal(out, torch.stack([reference(image) for image in x]))
+    # ... although images that drew the same op went through it together, as one batch
+    torch.manual_seed(seed)
+    first_ops = Counter(plan[0] for plan in PolicyStep(policy(v2)).draw(len(x), (32, 32)) if plan)
+    assert max(first_ops.values()) >= 2
     changed = (out != x).flatten(1).any(1)
     assert changed.sum() >= 2 and out.shape == x.shape and out.dtype == x.dtype
 
