@@ -284,3 +284,29 @@ def test_training_autocasts_to_bfloat16_only_when_asked_and_native(tiny_folder, 
 def test_native_bfloat16_is_never_claimed_for_devices_without_it():
     from cifarlab.devices import native_bfloat16
     assert native_bfloat16(torch.device("meta")) is False
+
+
+class CountingAugment:
+    def __init__(self, augment):
+        self.augment, self.sizes = augment, []
+
+    def __call__(self, images, generator, **where):
+        self.sizes.append(len(images))
+        return self.augment(images, generator, **where)
+
+
+def test_the_trainer_augments_several_batches_in_one_call_as_each_batch_would_be_alone(tiny_folder, monkeypatch):
+    import cifarlab.classify.trainer as trainer_module
+    monkeypatch.setattr(trainer_module, "AUGMENT_IMAGES", 16)              # two batches of 8 a call
+    trainer = tiny_airbench(tiny_folder, batch_size=8, augment="altflip")   # altflip draws nothing
+    augment = trainer.augment
+    trainer.augment = counting = CountingAugment(augment)
+    order = torch.randperm(len(trainer.images), generator=torch.Generator().manual_seed(0))
+    batches = list(trainer.batches(order))
+    steps = trainer.steps_per_epoch
+    assert [i for i, _, _ in batches] == list(range(steps)) and steps >= 3
+    assert counting.sizes == [16] * (steps // 2) + [8] * (steps % 2)
+    for i, images, labels in batches:
+        index = order[i * 8:(i + 1) * 8]
+        alone = augment(trainer.images[index].float() / 255, trainer.augment_generator, index=index, epoch=0)
+        assert torch.equal(images, alone) and torch.equal(labels, trainer.labels[index])
