@@ -51,7 +51,8 @@ class ImageClassifier(nn.Module):
         return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_batch(x, (3, IMAGE_SIZE, IMAGE_SIZE), " (resize other sizes with cifarlab.data.fit_to_size)")
+        size = x.shape[-2:] if self.training and x.dim() == 4 else (IMAGE_SIZE, IMAGE_SIZE)  # --progressive
+        check_batch(x, (3, *size), " (resize other sizes with cifarlab.data.fit_to_size)")
         if x.shape[0] == 0:
             return torch.zeros((0, len(self.classes)), dtype=torch.float32, device=x.device)
         x = self.normalize(as_float32(x, "full"))

@@ -16,6 +16,22 @@ DEFAULT_EPOCHS = 30
 METHOD_SETTINGS = ("final_lr", "shift_params", "whiten_bias_epochs", "lookahead")   # newer than some runs
 
 
+def parse_progressive(spec: str | None) -> tuple[int, float] | None:
+    """Progressive resizing: '24:0.5' -> (24, 0.5), train on images downscaled to 24x24 for the
+    first half of the run (by the schedule's progress), then on the full 32x32; 'none' -> None."""
+    if spec in (None, "", "none"):
+        return None
+    size, colon, share = str(spec).partition(":")
+    try:
+        size, share = int(size), float(share)
+    except ValueError:
+        size = share = None
+    if not colon or size is None or not 8 <= size < 32 or not 0 < share < 1:
+        raise CifarlabError(f"--progressive must be SIZE:SHARE with SIZE a whole number of pixels from 8 to 31 "
+                            f"and SHARE of the run between 0 and 1 (e.g. 24:0.5), or none; got {spec!r}")
+    return size, share
+
+
 @dataclass
 class ClassifyConfig(RunConfig):
     kind: ClassVar[str] = "classify"
@@ -43,6 +59,7 @@ class ClassifyConfig(RunConfig):
     lookahead: bool = False             # airbench's lookahead: a slow copy of the weights (trainer.Lookahead)
     label_smoothing: float = 0.2
     augment: str = "crop:2,flip"        # see augment.py
+    progressive: str = "none"           # "SIZE:SHARE": train on SIZE x SIZE images for that share of the run
     tta: bool = True                    # average the logits of the image and its mirror
     patience: int = 1000                # early stopping on validation accuracy (epochs)
     min_delta: float = 0.0
@@ -82,6 +99,7 @@ class ClassifyConfig(RunConfig):
         self.limits()
         model_builder(self.model, "classify")  # unknown names fail early, listing the valid ones
         parse_augment(self.augment)
+        parse_progressive(self.progressive)
         return self
 
     @classmethod

@@ -35,7 +35,7 @@ from ..models.classifiers import WhiteningConv
 from . import ddp
 from .artifact import ImageClassifier
 from .augment import Augment
-from .config import ClassifyConfig
+from .config import ClassifyConfig, parse_progressive
 
 WHITENING_IMAGES = 5000
 AUGMENT_IMAGES = 1024   # images augmented in one call (whole batches; at least one)
@@ -175,6 +175,7 @@ class Trainer:
         self.stopper = EarlyStopping(config.patience, config.min_delta)
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         self.augment = Augment(config.augment, train_images=len(self.images), seed=config.seed)
+        self.progressive = parse_progressive(config.progressive)
         self.order_generator = torch.Generator().manual_seed(config.seed)   # the same on every process
         self.augment_generator = torch.Generator(device=device).manual_seed(config.seed + 1 + self.dist.rank)
         self.epoch, self.step, self.elapsed = 0, 0, 0.0
@@ -235,6 +236,7 @@ class Trainer:
         for i, x, y in batches:
             lr = self.set_lr()
             x, target = self.augment.mix(x, y, len(self.model.classes))
+            x = self.resized(x)
             if self.config.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with self.autocast():
@@ -276,6 +278,16 @@ class Trainer:
                "time": self.elapsed, "images_per_second": seen * self.dist.world / max(1e-9, seconds)}
         self.history.append(row)
         return row
+
+    def resized(self, images: torch.Tensor) -> torch.Tensor:
+        """Progressive resizing (`--progressive SIZE:SHARE`): smaller images while the run's progress
+        is below SHARE, so early steps cost less and the budget holds more epochs; the full size
+        after, so the network ends on the images it will be given."""
+        if self.progressive is None or self.progress() >= self.progressive[1]:
+            return images
+        from torchvision.transforms.v2.functional import resize
+        size = self.progressive[0]
+        return resize(images, [size, size], antialias=True)
 
     def batches(self, order: torch.Tensor):
         """The epoch's batches in `order` as (step, augmented images, labels). `AUGMENT_IMAGES`

@@ -78,6 +78,9 @@ def recipe_options(f):
         click.option("--augment", default=None,
                      help=f"Augmentation steps, e.g. 'crop:4,flip,rotate:15,cutout:8', 'altflip,crop:4,autoaugment' or none.  "
                           f"{FROM_RECIPE}"),
+        click.option("--progressive", default=None,
+                     help=f"Progressive resizing, SIZE:SHARE: train on images downscaled to SIZE x SIZE for that "
+                          f"share of the run (e.g. 24:0.5), then at full size; or none.  {FROM_RECIPE}"),
         click.option("--tta/--no-tta", default=None, help=f"Average logits over the image and its mirror.  "
                                                          f"{FROM_RECIPE}"),
         click.option("--patience", type=int, default=None,
@@ -103,7 +106,7 @@ def config_from(options: dict):
     given = {k: options.get(k) for k in ("data", "data_root", "val_fraction", "model", "optimizer", "lr",
                                          "momentum", "weight_decay", "batch_size", "epochs", "time_budget",
                                          "schedule", "warmup", "final_lr", "lookahead", "shift_params",
-                                         "whiten_bias_epochs", "bias_lr_scale", "label_smoothing", "augment", "tta",
+                                         "whiten_bias_epochs", "bias_lr_scale", "label_smoothing", "augment", "progressive", "tta",
                                          "patience", "min_delta",
                                          "channels_last", "seed", "device", "amp", "threads", "logger")}
     if options.get("model_args") is not None:

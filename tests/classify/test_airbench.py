@@ -310,3 +310,21 @@ def test_the_trainer_augments_several_batches_in_one_call_as_each_batch_would_be
         index = order[i * 8:(i + 1) * 8]
         alone = augment(trainer.images[index].float() / 255, trainer.augment_generator, index=index, epoch=0)
         assert torch.equal(images, alone) and torch.equal(labels, trainer.labels[index])
+
+
+def test_progressive_resizing_trains_on_smaller_images_early_and_full_size_after(tiny_folder):
+    from torchvision.transforms.v2.functional import resize
+    trainer = tiny_airbench(tiny_folder, batch_size=8, epochs=2, progressive="16:0.5")
+    images = trainer.images[:8].float() / 255
+    assert trainer.total_steps >= 4
+    trainer.step = trainer.total_steps // 2 - 1                       # progress just under a half
+    assert torch.equal(trainer.resized(images), resize(images, [16, 16], antialias=True))
+    trainer.step = trainer.total_steps // 2 + 1
+    assert trainer.resized(images) is images
+    trainer.step = 0
+    sizes = []
+    trainer.net.register_forward_pre_hook(lambda module, args: sizes.append(args[0].shape[-1]))
+    trainer.train_epoch()
+    trainer.train_epoch()
+    assert sizes[0] == 16 and sizes[-1] == 32 and sorted(sizes) == sizes   # small first, full size to the end
+    assert 0 <= trainer.validate(load_images(str(tiny_folder)))["val_accuracy"] <= 1   # evaluation: 32x32

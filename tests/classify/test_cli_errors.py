@@ -74,3 +74,11 @@ def test_pretrained_offline_or_with_the_wrong_model_is_one_line(capsys, tiny_fol
     code, line = run(capsys, "classify", "train", "--data", str(tiny_folder), "--pretrained",
                      "--out", str(tmp_path / "r"))
     assert code == 2 and "ImageNet weights" in line and "TORCH_HOME" in line
+
+
+@pytest.mark.parametrize("spec", ["24", "40:0.5", "24:1.5", "big:half", "24:"])
+def test_a_bad_progressive_resizing_spec_says_what_is_expected(capsys, tiny_folder, tmp_path, spec):
+    code, line = run(capsys, "classify", "train", "--data", str(tiny_folder), "--out", str(tmp_path / "r"),
+                     "--progressive", spec)
+    assert code == 2 and "--progressive must be SIZE:SHARE" in line and repr(spec) in line
+    assert not (tmp_path / "r").exists()
