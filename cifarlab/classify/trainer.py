@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..data import ImageSet
+from ..data import ImageSet, fit_to_size
 from ..devices import native_bfloat16
 from ..errors import CifarlabError
 from ..training import EarlyStopping
@@ -285,9 +285,7 @@ class Trainer:
         after, so the network ends on the images it will be given."""
         if self.progressive is None or self.progress() >= self.progressive[1]:
             return images
-        from torchvision.transforms.v2.functional import resize
-        size = self.progressive[0]
-        return resize(images, [size, size], antialias=True)
+        return fit_to_size(images, self.progressive[0])
 
     def batches(self, order: torch.Tensor):
         """The epoch's batches in `order` as (step, augmented images, labels). `AUGMENT_IMAGES`
