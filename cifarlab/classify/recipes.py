@@ -14,8 +14,9 @@ by design; ``--patience`` asks for early stopping.
   widths 32-128-128 and batch 128, sized for CPU throughput, with a larger learning rate per image
   (0.4 at batch 128: 2.1x airbench's), a 4 px translate, and torchvision's RandAugment (2 ops,
   magnitude 9) on every training image: on 4,577 images a Zen 4 run is limited by its data more
-  than by its steps (on a Zen 3 without bfloat16 it is short of steps, and RandAugment still paid); with it (and bfloat16) the seeded 240 s table went from 81.6% to 82.5%, and to
-  83.3% over fourteen 240 s runs once the policy ran in groups. Progressive resizing (24x24 for
+  than by its steps (a Zen 3 run without bfloat16 is short of steps, and RandAugment still paid
+  there); with it (and bfloat16) the seeded 240 s table went from 81.6% to 82.5%, and to 83.3%
+  over fourteen 240 s runs once the policy ran in groups. Progressive resizing (24x24 for
   the first half of the run) fits ~25% more epochs in a budget: +0.6 points (best epoch) and +0.9
   (final network) over five 240 s runs each, within noise. What each change was worth, and the
   table against airbench94 at 60/120/240 s: BENCHMARKS.md ("fast against airbench94").
