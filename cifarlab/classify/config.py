@@ -9,7 +9,7 @@ from ..configs import RunConfig
 from ..errors import CifarlabError
 from ..training.budget import Limits
 
-OPTIMIZERS = ("adam", "adamw", "sgd")          # sgd is always Nesterov
+OPTIMIZERS = ("adam", "adamw", "sgd", "muon")  # sgd is always Nesterov; muon: filters by Muon, the rest sgd
 SCHEDULES = ("none", "plateau", "onecycle", "cosine")
 SHIFT_PARAMS = ("1-d", "batchnorm")            # what --bias-lr-scale speeds up
 DEFAULT_EPOCHS = 30
@@ -44,7 +44,9 @@ class ClassifyConfig(RunConfig):
     pretrained: bool = False            # resnet18_tv from ImageNet weights
     optimizer: str = "sgd"
     lr: float = 0.2
-    momentum: float = 0.85              # sgd only
+    momentum: float = 0.85              # sgd only (and muon's sgd part)
+    muon_lr: float = 0.24               # muon: the filters' lr (airbench94_muon's), a share of their norm a step
+    muon_momentum: float = 0.6          # muon: the filters' Nesterov momentum (airbench94_muon's)
     weight_decay: float = 5e-4
     bias_lr_scale: float = 1.0          # BatchNorm shifts learn this much faster (airbench: 64)
     batch_size: int = 256
@@ -79,6 +81,10 @@ class ClassifyConfig(RunConfig):
         need(self.lr > 0 and math.isfinite(self.lr), f"--lr must be a positive number, got {self.lr}")
         need(self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}")
         need(0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}")
+        need(self.muon_lr > 0 and math.isfinite(self.muon_lr), f"--muon-lr must be a positive number, got {self.muon_lr}")
+        need(0 <= self.muon_momentum < 1, f"--muon-momentum must be in [0, 1), got {self.muon_momentum}")
+        need(not (self.optimizer == "muon" and self.schedule == "plateau"),
+             "--schedule plateau works with adam, adamw and sgd, not muon: pick onecycle, cosine or none")
         need(self.batch_size >= 1, f"--batch-size must be a positive integer, got {self.batch_size}")
         need(self.epochs is None or self.epochs >= 1, f"--epochs must be a positive integer, got {self.epochs}")
         need(self.time_budget is None or self.time_budget > 0,

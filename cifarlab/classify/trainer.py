@@ -36,6 +36,7 @@ from . import ddp
 from .artifact import ImageClassifier
 from .augment import Augment
 from .config import ClassifyConfig, parse_progressive
+from .muon import FilterMuon, is_filter_bank
 
 WHITENING_IMAGES = 5000
 AUGMENT_IMAGES = 1024   # images augmented in one call (whole batches; at least one)
@@ -81,6 +82,15 @@ def build_optimizer(config: ClassifyConfig, model: nn.Module) -> torch.optim.Opt
         groups.append(group)
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, momentum=config.momentum, nesterov=config.momentum > 0)
+    if config.optimizer == "muon":
+        weights = next(g for g in groups if g["name"] == "weights")
+        filters = [p for p in weights["params"] if is_filter_bank(p)]
+        if not filters:
+            raise CifarlabError(f"--optimizer muon trains convolution filters, and model {config.model!r} has no "
+                                f"convolution filters that learn: use --optimizer sgd")
+        weights["params"] = [p for p in weights["params"] if not is_filter_bank(p)]
+        return FilterMuon([g for g in groups if g["params"]], filters, config.muon_lr, config.muon_momentum,
+                          config.momentum)
     if config.optimizer == "adamw":
         return torch.optim.AdamW(groups)
     return torch.optim.Adam(groups)

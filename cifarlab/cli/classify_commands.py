@@ -49,9 +49,13 @@ def recipe_options(f):
                      help="relu|leaky_relu|elu|gelu, for models with an activation  [default: the model's]."),
         click.option("--pretrained", is_flag=True, default=False,
                      help="Fine-tune torchvision's ResNet-18 from ImageNet weights (implies --model resnet18_tv)."),
-        click.option("--optimizer", default=None, help=f"adam|adamw|sgd (Nesterov).  {FROM_RECIPE}"),
+        click.option("--optimizer", default=None,
+                     help=f"adam|adamw|sgd (Nesterov)|muon (filters by Muon, the rest sgd).  {FROM_RECIPE}"),
         click.option("--lr", type=float, default=None, help=f"Peak learning rate.  {FROM_RECIPE}"),
         click.option("--momentum", type=float, default=None, help=f"SGD momentum.  {FROM_RECIPE}"),
+        click.option("--muon-lr", type=float, default=None,
+                     help=f"muon: the filters' learning rate (a share of their norm a step).  {FROM_RECIPE}"),
+        click.option("--muon-momentum", type=float, default=None, help=f"muon: the filters' momentum.  {FROM_RECIPE}"),
         click.option("--weight-decay", type=float, default=None, help=f"L2 weight decay.  {FROM_RECIPE}"),
         click.option("--batch-size", type=int, default=None,
                      help=f"Global batch size (split across torchrun processes).  {FROM_RECIPE}"),
@@ -104,7 +108,7 @@ def recipe_options(f):
 def config_from(options: dict):
     from ..classify.recipes import recipe_config
     given = {k: options.get(k) for k in ("data", "data_root", "val_fraction", "model", "optimizer", "lr",
-                                         "momentum", "weight_decay", "batch_size", "epochs", "time_budget",
+                                         "momentum", "muon_lr", "muon_momentum", "weight_decay", "batch_size", "epochs", "time_budget",
                                          "schedule", "warmup", "final_lr", "lookahead", "shift_params",
                                          "whiten_bias_epochs", "bias_lr_scale", "label_smoothing", "augment", "progressive", "tta",
                                          "patience", "min_delta",
