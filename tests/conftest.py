@@ -10,6 +10,18 @@ import torchvision
 # Tests check answers, not speed; one thread avoids OpenMP spin-waits when the 2 cores are shared.
 torch.set_num_threads(1)
 
+# Tests that start several processes of their own (torchrun, search workers, PostgreSQL, Ray, apply
+# workers, signals) run one after another on one pytest-xdist worker, beside the in-process tests on
+# the other: each keeps the cores it was written for, and the two cores stay busy.
+OWN_PROCESSES = {"test_ddp.py", "test_search_postgres.py", "test_ray_engine.py", "test_apply.py", "test_defects.py"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.path.name in OWN_PROCESSES:
+            item.add_marker(pytest.mark.xdist_group("own-processes"))
+
+
 SHARED_SUBSET = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-train-subset"
 
 
