@@ -196,8 +196,8 @@ class SearchSpec:
 
 def _field_types() -> dict[str, type]:
     hinted = {f.name: f.type for f in fields(ClassifyConfig)}
-    searchable = ("lr", "weight_decay", "momentum", "muon_lr", "muon_momentum", "batch_size", "epochs", "label_smoothing", "warmup",
-                  "bias_lr_scale", "optimizer", "schedule", "augment", "time_budget", "patience")
+    searchable = ("lr", "weight_decay", "momentum", "muon_lr", "muon_momentum", "batch_size", "epochs",
+                  "label_smoothing", "warmup", "bias_lr_scale", "optimizer", "schedule", "augment", "time_budget", "patience")
     return {name: {"float": float, "int": int, "str": str}.get(str(hinted[name]).split(" ")[0], float)
             for name in searchable}
 

@@ -108,7 +108,8 @@ def recipe_options(f):
 def config_from(options: dict):
     from ..classify.recipes import recipe_config
     given = {k: options.get(k) for k in ("data", "data_root", "val_fraction", "model", "optimizer", "lr",
-                                         "momentum", "muon_lr", "muon_momentum", "weight_decay", "batch_size", "epochs", "time_budget",
+                                         "momentum", "muon_lr", "muon_momentum", "weight_decay", "batch_size",
+                                         "epochs", "time_budget",
                                          "schedule", "warmup", "final_lr", "lookahead", "shift_params",
                                          "whiten_bias_epochs", "bias_lr_scale", "label_smoothing", "augment", "progressive", "tta",
                                          "patience", "min_delta",
