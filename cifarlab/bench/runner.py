@@ -207,7 +207,7 @@ def _measure_device(bench: Bench, model, exact, workload, device, sizes, names, 
                      Entry("batched-torchvision", C.sliced(inputs, size, device, workload.pipeline), size,
                            extra={"psnr": tv_psnr})]
             if size == goal_batch(sizes):  # the whole-tensor floor beside the goal's batch size
-                group.insert(0, Entry("memory-copy-whole", lambda: inputs.to(device, copy=True), None))
+                group.insert(0, Entry("memory-copy-whole", lambda whole=inputs: whole.to(device, copy=True), None))
             group += [Entry("model-fast", C.sliced(variant_inputs[v.name], size, device, v.model), size, v.name,
                             extra={"psnr": scores[v.name], "kept": v.name == "plain"
                                    or scores[v.name] >= floor_psnr - QUALITY_TOLERANCE_DB}) for v in built]

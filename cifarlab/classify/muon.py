@@ -7,9 +7,10 @@ Nesterov SGD. Fewer steps for the same accuracy is what a CPU budget is short of
 The orthogonalisation is written here, not taken from torch.optim.Muon: torch's takes 2-D
 parameters only and runs its Newton-Schulz iteration in bfloat16, which a CPU without native
 bfloat16 (the Zen 3 runs) emulates at ~0.3 s a step, more than doubling a `fast` epoch; in float32
-it costs about a tenth of one (13.8 s against 12.6 s at 32x32 there). After each step a bank is rescaled to norm sqrt(out), as airbench does: BatchNorm
-follows every convolution, so the scale carries nothing, and a fixed scale keeps Muon's step a
-fixed share of the weights instead of shrinking as they grow.
+it costs about a tenth of one (13.8 s against 12.6 s at 32x32 there). After each step a bank is
+rescaled to norm sqrt(out), as airbench does: BatchNorm follows every convolution, so the scale
+carries nothing, and a fixed scale keeps Muon's step a fixed share of the weights instead of
+shrinking as they grow.
 """
 from __future__ import annotations
 

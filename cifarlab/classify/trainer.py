@@ -231,11 +231,24 @@ class Trainer:
         if self.run_is_over:
             self.lookahead.finish(self.model)
 
+    def stop_finished_groups(self) -> None:
+        """A group whose epochs are over (the whitening bias after `whiten_bias_epochs`) stops
+        taking gradients, as airbench detaches it: nothing before the first convolution then needs
+        one, which saves that convolution's input gradient (~5-9% of a `fast` step on the Zen 3).
+        Under DDP the group keeps its gradient at lr 0: DDP expects the parameters it started with."""
+        if self.dist.enabled:
+            return
+        for group in self.optimizer.param_groups:
+            if "until_epoch" in group:
+                for p in group["params"]:
+                    p.requires_grad_(self.epoch < group["until_epoch"])
+
     def train_epoch(self, progress_bar=None, pause_at: int | None = None) -> dict | None:
         """One pass over the (shuffled) training set, or up to the time budget. With `pause_at` it
         stops after that step (None back) and the next call goes on from there in the same order:
         a paused run trains exactly as one that never paused (a search looks at trials part-way)."""
         self.net.train()
+        self.stop_finished_groups()
         if self._paused is None:
             order = torch.randperm(len(self.images), generator=self.order_generator).to(self.device)
             batches, epoch_start, (loss_sum, correct, seen, steps) = self.batches(order), self.elapsed, (0.0, 0, 0, 0)

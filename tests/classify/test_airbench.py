@@ -182,12 +182,28 @@ def test_parameter_groups_are_airbenchs(tiny_folder):
     assert groups["shifts"]["base_lr"] == 64 * groups["weights"]["base_lr"] == 64 * config.lr
     for g in groups.values():                                            # the same per-step decay everywhere
         assert abs(g["base_lr"] * g["weight_decay"] - config.lr * config.weight_decay) < 1e-12
-    learning_rates = []
+    learning_rates, takes_gradients = [], []
     while trainer.limits.epochs_left(trainer.epoch):
         trainer.train_epoch()
         learning_rates.append({g["name"]: g["lr"] for g in trainer.optimizer.param_groups})
+        takes_gradients.append(trainer.model.net.whiten.bias.grad is not None)
     assert [lr["whitening bias"] > 0 for lr in learning_rates] == [True, True, True, False]   # 3 epochs, then stops
+    assert takes_gradients == [True, True, True, False]           # and stops taking gradients, as airbench's
     assert all(lr["weights"] > 0 for lr in learning_rates)
+
+
+def test_a_whitening_bias_without_gradients_trains_exactly_as_one_at_lr_zero(tiny_folder, monkeypatch):
+    """Stopping its gradient only saves work: the same seed ends on the same weights."""
+    def trained(stop_gradients: bool) -> dict:
+        torch.manual_seed(0)
+        trainer = tiny_airbench(tiny_folder, epochs=5, batch_size=32, whiten_bias_epochs=2)
+        if not stop_gradients:
+            monkeypatch.setattr(trainer, "stop_finished_groups", lambda: None)
+        while trainer.limits.epochs_left(trainer.epoch):
+            trainer.train_epoch()
+        return trainer.model.state_dict()
+    stopped, at_lr_zero = trained(True), trained(False)
+    assert all(torch.equal(stopped[k], at_lr_zero[k]) for k in stopped)
 
 
 def test_airbench_schedule_warms_up_from_a_fifth_and_ends_at_seven_percent():
