@@ -210,10 +210,14 @@ class Trainer:
     def progress(self) -> float:
         return run_progress(self.step, self.total_steps, self.elapsed, self.config.time_budget)
 
+    def learns(self, group: dict) -> bool:
+        """Whether a parameter group still learns this epoch (the whitening bias stops after its epochs)."""
+        return self.epoch < group.get("until_epoch", math.inf)
+
     def set_lr(self) -> float:
         factor = lr_share(self.config.schedule, self.progress(), self.config.warmup, self.config.final_lr)
         for group in self.optimizer.param_groups:
-            learning = self.epoch < group.get("until_epoch", math.inf)   # a group that stopped learning: lr 0
+            learning = self.learns(group)   # a group that stopped learning: lr 0
             if self.plateau is None or not learning:
                 group["lr"] = group["base_lr"] * factor if learning else 0.0
         return self.optimizer.param_groups[0]["lr"]
@@ -241,7 +245,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             if "until_epoch" in group:
                 for p in group["params"]:
-                    p.requires_grad_(self.epoch < group["until_epoch"])
+                    p.requires_grad_(self.learns(group))
 
     def train_epoch(self, progress_bar=None, pause_at: int | None = None) -> dict | None:
         """One pass over the (shuffled) training set, or up to the time budget. With `pause_at` it

@@ -109,10 +109,9 @@ def config_from(options: dict):
     from ..classify.recipes import recipe_config
     given = {k: options.get(k) for k in ("data", "data_root", "val_fraction", "model", "optimizer", "lr",
                                          "momentum", "muon_lr", "muon_momentum", "weight_decay", "batch_size",
-                                         "epochs", "time_budget",
-                                         "schedule", "warmup", "final_lr", "lookahead", "shift_params",
-                                         "whiten_bias_epochs", "bias_lr_scale", "label_smoothing", "augment", "progressive", "tta",
-                                         "patience", "min_delta",
+                                         "epochs", "time_budget", "schedule", "warmup", "final_lr", "lookahead",
+                                         "shift_params", "whiten_bias_epochs", "bias_lr_scale", "label_smoothing",
+                                         "augment", "progressive", "tta", "patience", "min_delta",
                                          "channels_last", "seed", "device", "amp", "threads", "logger")}
     if options.get("model_args") is not None:
         given["model_args"] = parse_model_args(options["model_args"])
