@@ -16,8 +16,11 @@ number of steps per fold: --time-budget seconds (default 30), timed once on this
 study is made and stored with it, or --steps; --epochs caps it. Fixed steps, not the clock: settings
 are compared on equal training, and a point scores the same in every run and on every worker.
 Why rungs: most settings of a grid are visibly worse long before the full budget, so a pruned
-search looks at fold 1's run a third of the way through (paused, scored without TTA; the run then
-goes on unchanged), and again at its end, then trains the other folds; at each look Optuna's
+search looks at fold 1's run a third of the way through, and again at its end, then trains the
+other folds. The first look scores a copy of the run that finished the schedule in as many steps
+again (lr annealed, full image size, lookahead applied; scored without TTA) and the run goes on
+unchanged: scored as it stands, mid-schedule, a run with a large lr is still noisy and ranks low
+although it ends best (docs/search-measurement.md). At each look Optuna's
 pruner (successive halving or Hyperband) asks whether the setting is still in the top third of
 those that reached that look. Intermediate values are reported at steps counted in ninths of
 one fold's budget: 3 (a third of fold 1), 9 (fold 1 in full), 9k (k folds in full, their mean).
@@ -184,6 +187,8 @@ class SearchSpec:
                     "time_budget": base.time_budget, "pruner": self.pruner_name(), "seed": self.seed}
         if self.steps is not None:   # only when given: studies made before --steps existed still match
             settings["steps"] = self.steps
+        if settings["pruner"] != "none":   # its first look's scores are not comparable with the plain look's
+            settings["look"] = "cooled copy"
         return json.loads(json.dumps(settings))
 
     def default_study_name(self) -> str:
@@ -281,9 +286,10 @@ def fit_and_score(config: ClassifyConfig, train_set, val_set, device: torch.devi
                   looks=(), on_look=None) -> float:
     """Train on one fold, return accuracy on the held-out fold (0 when training diverged).
     `steps`: exactly this many training steps, the schedule planned on them (no clock).
-    `looks`: (label, share of the steps) at which the run pauses for `on_look(label, accuracy)`
-    (scored without TTA: a look, not the result), which may stop it by raising; pausing does not
-    change the training, so a looked-at run ends exactly as one that was not."""
+    `looks`: (label, share of the steps) at which the run pauses for `on_look(label, accuracy)`,
+    which may stop it by raising. The accuracy is a copy's that ran the rest of the schedule in as
+    many steps again (Trainer.cooled_copy), scored without TTA: a look, not the result. The run
+    itself goes on unchanged, so a looked-at run ends exactly as one that was not."""
     from .trainer import TrainingDiverged, evaluate, steps_per_epoch
     if steps is not None:
         epochs = math.ceil(steps / steps_per_epoch(len(train_set), config.batch_size))
@@ -293,19 +299,20 @@ def fit_and_score(config: ClassifyConfig, train_set, val_set, device: torch.devi
     pauses = [(label, max(1, round(total * share))) for label, share in looks] if total else []
     pauses = [(label, at) for label, at in pauses if at < total]
 
-    def score(tta: bool) -> float:
-        model.tta = config.tta and tta
-        return evaluate(model, val_set.images, val_set.labels, device, channels_last=config.channels_last)["accuracy"]
+    def score(scored, tta: bool) -> float:
+        scored.tta = config.tta and tta
+        return evaluate(scored, val_set.images, val_set.labels, device, channels_last=config.channels_last)["accuracy"]
     try:
         while trainer.limits.epochs_left(trainer.epoch) and not trainer.run_is_over:
             trainer.train_epoch(pause_at=pauses[0][1] if pauses else None)
             while pauses and trainer.step >= pauses[0][1]:
-                on_look(pauses.pop(0)[0], score(tta=False))
+                label, at = pauses.pop(0)
+                on_look(label, score(trainer.cooled_copy(at), tta=False))
     except TrainingDiverged:
         return 0.0
     except BudgetEndedInFirstEpoch:
         pass  # an error for a training run, but a search rung is a short look by design: score what it learned
-    return score(tta=True)
+    return score(model, tta=True)
 
 
 def steps_in(seconds: float, config: ClassifyConfig, train_set, device: torch.device) -> int:

@@ -193,6 +193,7 @@ class Trainer:
         self.best_state: dict | None = None
         self.best_accuracy = -1.0
         self._paused = None   # (the epoch's remaining batches, epoch start, sums) of an epoch stopped by pause_at
+        self.cooldown = None  # (from step, from progress, steps) of a copy that runs the rest of its schedule short
         self.autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16))
                          if config.amp and native_bfloat16(device) else contextlib.nullcontext)
         if config.channels_last:
@@ -208,6 +209,9 @@ class Trainer:
         return self.config.time_budget is not None and self.elapsed >= self.config.time_budget
 
     def progress(self) -> float:
+        if self.cooldown is not None:
+            start, start_progress, steps = self.cooldown
+            return start_progress + (1 - start_progress) * min(1.0, (self.step - start) / steps)
         return run_progress(self.step, self.total_steps, self.elapsed, self.config.time_budget)
 
     def learns(self, group: dict) -> bool:
@@ -224,7 +228,25 @@ class Trainer:
 
     @property
     def run_is_over(self) -> bool:
+        if self.cooldown is not None:
+            return self.step >= self.cooldown[0] + self.cooldown[2]
         return self.out_of_time or (self.total_steps is not None and self.step >= self.total_steps)
+
+    def cooled_copy(self, steps: int) -> ImageClassifier:
+        """A copy of the network that ran the rest of this run's schedule in `steps` more steps
+        (the lr annealed, the full image size, the lookahead finished); the run itself is untouched.
+        A search looks at its trials this way: mid-schedule a large lr is still noisy and `fast`
+        still trains on 24 px images, so a plain look ranks small learning rates first, the reverse
+        of how the runs end (docs/search-measurement.md)."""
+        paused, self._paused = self._paused, None   # a Python generator cannot be copied
+        try:
+            branch = copy.deepcopy(self, memo={id(self.images): self.images, id(self.labels): self.labels})
+        finally:
+            self._paused = paused
+        branch.cooldown = (self.step, self.progress(), max(1, steps))
+        while not branch.run_is_over:
+            branch.train_epoch()
+        return branch.model
 
     def look_ahead(self) -> None:
         """After each step: the lookahead sync every `Lookahead.every` steps, the final copy at the end."""

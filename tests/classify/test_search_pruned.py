@@ -74,6 +74,36 @@ def test_a_trial_trains_exactly_its_steps_and_a_look_part_way_changes_nothing(ma
         fit_and_score(config, train_set, val_set, torch.device("cpu"), steps=11, looks=[(1, 1 / 9)], on_look=stop)
 
 
+def test_a_look_scores_a_copy_that_ran_the_rest_of_the_schedule_and_leaves_the_run_alone(make_folder, tmp_path):
+    from cifarlab.classify.data import load_labelled
+    from cifarlab.classify.search import fold_trainer
+    from cifarlab.classify.recipes import recipe_config
+    pool = load_labelled(str(make_folder(tmp_path / "data")), "train")
+    config = recipe_config("fast", batch_size=8, epochs=2, logger="none")
+    _, trainer = fold_trainer(config, pool.subset(torch.arange(0, len(pool), 2)), torch.device("cpu"), steps=12)
+    while trainer.step < 4:
+        trainer.train_epoch(pause_at=4)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    seen = []
+    real_set_lr = Trainer.set_lr
+
+    def recording(self):
+        lr = real_set_lr(self)
+        seen.append((self is trainer, self.progress(), lr, self.resized(torch.zeros(1, 3, 32, 32)).shape[-1]))
+        return lr
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(Trainer, "set_lr", recording)
+        copy = trainer.cooled_copy(4)
+    assert [mine for mine, *_ in seen] == [False] * 4               # the copy trained, 4 steps
+    assert [p for _, p, _, _ in seen] == pytest.approx([1 / 3, 1 / 2, 2 / 3, 5 / 6])   # from 4/12 to the end
+    assert [size for *_, size in seen] == [24, 32, 32, 32]          # fast's 24 px half ends as the run would
+    assert seen[-1][2] < seen[0][2]                                # annealing
+    assert trainer.step == 4                                        # the run is where it paused
+    assert all(torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
+    assert any(not torch.equal(before[k], v) for k, v in copy.state_dict().items())
+    assert trainer.model is not copy and trainer.images is not None
+
+
 def test_the_budget_is_timed_once_and_stored_with_the_study(make_folder, tmp_path, monkeypatch):
     import cifarlab.classify.search as search_module
     timings = []
