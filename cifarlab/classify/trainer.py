@@ -238,14 +238,23 @@ class Trainer:
         A search looks at its trials this way: mid-schedule a large lr is still noisy and `fast`
         still trains on 24 px images, so a plain look ranks small learning rates first, the reverse
         of how the runs end (docs/search-measurement.md)."""
+        def clone(generator: torch.Generator) -> torch.Generator:
+            twin = torch.Generator(device=generator.device)
+            twin.set_state(generator.get_state())
+            return twin
+        shared = {id(self.images): self.images, id(self.labels): self.labels,
+                  id(self.order_generator): clone(self.order_generator),
+                  id(self.augment_generator): clone(self.augment_generator)}
         paused, self._paused = self._paused, None   # a Python generator cannot be copied
         try:
-            branch = copy.deepcopy(self, memo={id(self.images): self.images, id(self.labels): self.labels})
+            branch = copy.deepcopy(self, memo=shared)
         finally:
             self._paused = paused
         branch.cooldown = (self.step, self.progress(), max(1, steps))
-        while not branch.run_is_over:
-            branch.train_epoch()
+        cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):   # MixUp / CutMix draw from the global RNG: the run's stays
+            while not branch.run_is_over:
+                branch.train_epoch()
         return branch.model
 
     def look_ahead(self) -> None:

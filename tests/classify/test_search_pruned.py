@@ -79,7 +79,7 @@ def test_a_look_scores_a_copy_that_ran_the_rest_of_the_schedule_and_leaves_the_r
     from cifarlab.classify.search import fold_trainer
     from cifarlab.classify.recipes import recipe_config
     pool = load_labelled(str(make_folder(tmp_path / "data")), "train")
-    config = recipe_config("fast", batch_size=8, epochs=2, logger="none")
+    config = recipe_config("fast", batch_size=8, epochs=2, logger="none", augment="altflip,crop:4,mixup:0.2")
     _, trainer = fold_trainer(config, pool.subset(torch.arange(0, len(pool), 2)), torch.device("cpu"), steps=12)
     while trainer.step < 4:
         trainer.train_epoch(pause_at=4)
@@ -91,9 +91,11 @@ def test_a_look_scores_a_copy_that_ran_the_rest_of_the_schedule_and_leaves_the_r
         lr = real_set_lr(self)
         seen.append((self is trainer, self.progress(), lr, self.resized(torch.zeros(1, 3, 32, 32)).shape[-1]))
         return lr
+    rng = torch.get_rng_state()
     with pytest.MonkeyPatch.context() as m:
         m.setattr(Trainer, "set_lr", recording)
         copy = trainer.cooled_copy(4)
+    assert torch.equal(torch.get_rng_state(), rng)                 # MixUp's draws in the copy: the run's RNG stays
     assert [mine for mine, *_ in seen] == [False] * 4               # the copy trained, 4 steps
     assert [p for _, p, _, _ in seen] == pytest.approx([1 / 3, 1 / 2, 2 / 3, 5 / 6])   # from 4/12 to the end
     assert [size for *_, size in seen] == [24, 32, 32, 32]          # fast's 24 px half ends as the run would
