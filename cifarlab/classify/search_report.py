@@ -68,9 +68,10 @@ def heatmap(rows: list[dict], space: dict, path) -> bool:
 
 def budget_text(spec, steps: int | None = None) -> str:
     """'30 s = 76 steps of training per trial and fold; successive halving (...)'."""
-    pruner = {"halving": "; successive halving (fold 1's run looked at a third of the way and at its end, "
-                         "then the other folds)",
-              "hyperband": "; Hyperband over fold 1's run at a third and at its end, then the other folds",
+    pruner = {"halving": "; successive halving (fold 1's run looked at a third of the way, through a copy that "
+                         "finished its schedule, and at its end, then the other folds)",
+              "hyperband": "; Hyperband over fold 1's run at a third (a copy that finished its schedule) and at "
+                           "its end, then the other folds",
               "none": "; no pruning"}[spec.pruner_name()]
     given = " (--steps)" if spec.steps else ""
     return f"{budget_words(spec, steps)} of training per trial and fold{given}{pruner}"
