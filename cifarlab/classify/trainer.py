@@ -139,10 +139,16 @@ def init_from_data(model: ImageClassifier, images: torch.Tensor) -> None:
         model.net.init_from_data(model.normalize(sample.float().div(255)))
 
 
+EVAL_BATCH_CPU, EVAL_BATCH = 256, 1000   # images per forward pass when scoring, on the CPU and elsewhere
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device,
-             batch_size: int = 1000, channels_last: bool = False) -> dict:
-    """Cross-entropy (no smoothing), accuracy and the predictions, in eval mode (TTA if the model has it)."""
+             batch_size: int | None = None, channels_last: bool = False) -> dict:
+    """Cross-entropy (no smoothing), accuracy and the predictions, in eval mode (TTA if the model has it).
+    On the CPU the batches are 256 images: at 1000, `fast`'s activations outgrow the caches and
+    scoring is 30-36% slower (Zen 3, 1 and 2 threads, with and without TTA; BENCHMARKS.md)."""
+    batch_size = batch_size or (EVAL_BATCH_CPU if torch.device(device).type == "cpu" else EVAL_BATCH)
     was_training = model.training
     model.eval()
     logits = []
@@ -359,11 +365,18 @@ class Trainer:
             yield from zip(steps, images.split([len(part) for part in parts]), (self.labels[p] for p in parts))
 
     def validate(self, val_set: ImageSet) -> dict:
-        """Rank 0 scores the validation set; every process gets its numbers and acts on them alike."""
+        """Rank 0 scores the validation set, without test-time augmentation; every process gets its
+        numbers and acts on them alike. Why no TTA, as airbench: its six views made each epoch's
+        check cost six passes, a third of a 240 s `fast` run's wall time, and only the final score
+        (report.py) needs them: the check only ranks the epochs against each other."""
         scores = [0.0, 0.0]
         if self.dist.is_main:
-            result = evaluate(self.model, val_set.images, val_set.labels, self.device,
-                              channels_last=self.config.channels_last)
+            tta, self.model.tta = self.model.tta, False
+            try:
+                result = evaluate(self.model, val_set.images, val_set.labels, self.device,
+                                  channels_last=self.config.channels_last)
+            finally:
+                self.model.tta = tta
             scores = [result["loss"], result["accuracy"]]
         val_loss, val_accuracy = ddp.from_main(scores, self.dist, self.device)
         if not math.isfinite(val_loss):

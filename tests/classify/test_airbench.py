@@ -131,6 +131,22 @@ def test_translate_tta_averages_six_views_with_airbenchs_weights():
     assert model(x).shape == (5, 3) and len(net.views) == 1            # no TTA while training
 
 
+def test_the_check_after_each_epoch_scores_without_tta_and_leaves_the_final_score_its_views(tiny_folder):
+    from cifarlab.classify.trainer import evaluate
+    trainer = tiny_airbench(tiny_folder, batch_size=8, epochs=1)
+    trainer.train_epoch()
+    val_set, cpu = load_images(str(tiny_folder)), torch.device("cpu")
+    views = []
+    hook = trainer.model.net.register_forward_pre_hook(lambda module, args: views.append(len(args[0])))
+    row = trainer.validate(val_set)
+    assert sum(views) == len(val_set.images)                            # one pass: no mirror, no translate
+    hook.remove()
+    assert trainer.model.tta and trainer.model.tta_translate == 1       # the final score keeps its six views
+    trainer.model.tta = False
+    plain = evaluate(trainer.model, val_set.images, val_set.labels, cpu)
+    assert row["val_accuracy"] == plain["accuracy"] and row["val_loss"] == pytest.approx(plain["loss"])
+
+
 def test_translate_tta_survives_checkpoint_and_export(tmp_path):
     from cifarlab.classify.artifact import build_from_checkpoint, checkpoint
     model = build_classifier("fastnet", SMALL, ["a", "b"], tta=True).eval()

@@ -66,3 +66,17 @@ def test_eval_and_predict_commands(trained_run, tmp_path, capsys, make_folder):
     assert cifarlab.cli.main(["classify", "predict", str(trained_run), str(big), "--top-k", "2", "--json"]) == 0
     [item] = json.loads(capsys.readouterr().out)
     assert len(item["top"]) == 2 and item["top"][0][1] >= item["top"][1][1]
+
+
+def test_scoring_on_the_cpu_runs_batches_of_256_and_matches_one_batch(trained_run):
+    from cifarlab.classify.trainer import evaluate
+    model = load_run(trained_run)
+    images, labels = torch.randint(0, 256, (600, 3, 32, 32), dtype=torch.uint8), torch.randint(0, 3, (600,))
+    sizes = []
+    hook = model.register_forward_pre_hook(lambda module, args: sizes.append(len(args[0])))
+    result = evaluate(model, images, labels, torch.device("cpu"))
+    hook.remove()
+    whole = evaluate(model, images, labels, torch.device("cpu"), batch_size=600)
+    assert sizes == [256, 256, 88]
+    assert torch.equal(result["predictions"], whole["predictions"])
+    assert result["loss"] == pytest.approx(whole["loss"], abs=1e-5)
