@@ -126,7 +126,8 @@ def write_report(run_dir: Path, metrics: dict, config) -> Path:
         f"(seed {config.seed}); scored on the {metrics['evaluated_on']} set ({metrics['test_images']} images).", "",
         "| metric | value |", "|---|---|",
         f"| accuracy ({metrics['evaluated_on']}) | {metrics['test_accuracy']:.2%} |",
-        f"| best validation accuracy, per-epoch check (no TTA) | {metrics['best_val_accuracy']:.2%} (epoch {metrics['best_epoch']}) |",
+        f"| best validation accuracy, per-epoch check (no TTA) | {metrics['best_val_accuracy']:.2%} "
+        f"(epoch {metrics['best_epoch']}) |",
         f"| parameters | {metrics['parameters']:,} |",
         f"| training time | {metrics['train_seconds']:.1f} s, {metrics['epochs']} epochs, stopped by "
         f"{metrics['stopped_by']} |",

@@ -300,8 +300,8 @@ def fit_and_score(config: ClassifyConfig, train_set, val_set, device: torch.devi
     pauses = [(label, at) for label, at in pauses if at < total]
 
     def score(scored, tta: bool) -> float:
-        scored.tta = config.tta and tta
-        return evaluate(scored, val_set.images, val_set.labels, device, channels_last=config.channels_last)["accuracy"]
+        return evaluate(scored, val_set.images, val_set.labels, device, channels_last=config.channels_last,
+                        tta=config.tta and tta)["accuracy"]
     try:
         while trainer.limits.epochs_left(trainer.epoch) and not trainer.run_is_over:
             trainer.train_epoch(pause_at=pauses[0][1] if pauses else None)

@@ -144,20 +144,27 @@ EVAL_BATCH_CPU, EVAL_BATCH = 256, 1000   # images per forward pass when scoring,
 
 @torch.no_grad()
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device,
-             batch_size: int | None = None, channels_last: bool = False) -> dict:
-    """Cross-entropy (no smoothing), accuracy and the predictions, in eval mode (TTA if the model has it).
+             batch_size: int | None = None, channels_last: bool = False, tta: bool | None = None) -> dict:
+    """Cross-entropy (no smoothing), accuracy and the predictions, in eval mode. `tta`: whether the
+    model's test-time augmentation is used for this call (None: as the model is set).
     On the CPU the batches are 256 images: at 1000, `fast`'s activations outgrow the caches and
     scoring is 30-36% slower (Zen 3, 1 and 2 threads, with and without TTA; BENCHMARKS.md)."""
     batch_size = batch_size or (EVAL_BATCH_CPU if torch.device(device).type == "cpu" else EVAL_BATCH)
-    was_training = model.training
+    was_training, had_tta = model.training, getattr(model, "tta", None)
     model.eval()
+    if tta is not None:
+        model.tta = tta
     logits = []
-    for i in range(0, len(images), batch_size):
-        x = images[i:i + batch_size].to(device).float().div_(255)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        logits.append(model(x).float().cpu())
-    model.train(was_training)
+    try:
+        for i in range(0, len(images), batch_size):
+            x = images[i:i + batch_size].to(device).float().div_(255)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            logits.append(model(x).float().cpu())
+    finally:
+        model.train(was_training)
+        if tta is not None:
+            model.tta = had_tta
     logits = torch.cat(logits)
     labels = labels.cpu()
     predictions = logits.argmax(1)
@@ -367,16 +374,12 @@ class Trainer:
     def validate(self, val_set: ImageSet) -> dict:
         """Rank 0 scores the validation set, without test-time augmentation; every process gets its
         numbers and acts on them alike. Why no TTA, as airbench: its six views made each epoch's
-        check cost six passes, about 60 s of a 240 s `fast` run's 340 s of wall time, and only the final score
-        (report.py) needs them: the check only ranks the epochs against each other."""
+        check cost six passes, about 60 s of a 240 s `fast` run's 340 s of wall time, and only the
+        final score (report.py) needs them: the check only ranks the epochs against each other."""
         scores = [0.0, 0.0]
         if self.dist.is_main:
-            tta, self.model.tta = self.model.tta, False
-            try:
-                result = evaluate(self.model, val_set.images, val_set.labels, self.device,
-                                  channels_last=self.config.channels_last)
-            finally:
-                self.model.tta = tta
+            result = evaluate(self.model, val_set.images, val_set.labels, self.device,
+                              channels_last=self.config.channels_last, tta=False)
             scores = [result["loss"], result["accuracy"]]
         val_loss, val_accuracy = ddp.from_main(scores, self.dist, self.device)
         if not math.isfinite(val_loss):
