@@ -38,7 +38,7 @@ def confusion_figure(counts, classes: list[str], path, title: str = "") -> None:
     share = counts / counts.sum(1, keepdim=True).clamp(min=1)
     size = max(4.5, 0.55 * len(classes))
     fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    ax.imshow(share.numpy(), cmap="Blues", vmin=0, vmax=1)
     for i in range(len(classes)):
         for j in range(len(classes)):
             ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", fontsize=7,

@@ -11,11 +11,12 @@ from ..io import save_figure  # noqa: E402
 
 
 def _show(ax, image: torch.Tensor, title: str | None = None):
+    # numpy, not the tensor: matplotlib asks __array__ for copy=, which a tensor's does not take
     image = image.detach().float().cpu().clamp(0, 1)
     if image.shape[0] == 1:
-        ax.imshow(image[0], cmap="gray", vmin=0, vmax=1)
+        ax.imshow(image[0].numpy(), cmap="gray", vmin=0, vmax=1)
     else:
-        ax.imshow(image[:3].permute(1, 2, 0))
+        ax.imshow(image[:3].permute(1, 2, 0).numpy())
     ax.set_xticks([])
     ax.set_yticks([])
     if title:
