@@ -12,6 +12,12 @@ from cifarlab.errors import CifarlabError
 from cifarlab.transform.apply import apply_folder
 from cifarlab.transform.engines import LocalEngine, RayEngine
 
+# the fixture tree holds unreadable files on purpose; the warning's text is checked in
+# test_outputs_equal_the_model_and_failures_are_listed
+pytestmark = [pytest.mark.filterwarnings(r"ignore:skipped \d+ unreadable image:UserWarning"),
+              # Ray Data warns of its own deprecated settings when it copies its context; cifarlab sets none
+              pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")]
+
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 
