@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from ..configs import RunConfig
 from ..errors import CifarlabError
-from ..training.budget import Limits
+from ..training.budget import Limits, check_time_budget
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "muon")  # sgd is always Nesterov; muon: filters by Muon, the rest sgd
 SCHEDULES = ("none", "plateau", "onecycle", "cosine")
@@ -80,7 +80,7 @@ class ClassifyConfig(RunConfig):
         need(self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
         need(self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r}; valid: {', '.join(SCHEDULES)}")
         need(self.lr > 0 and math.isfinite(self.lr), f"--lr must be a positive number, got {self.lr}")
-        need(self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}")
+        need(0 <= self.weight_decay < math.inf, f"--weight-decay must be a finite number >= 0, got {self.weight_decay:g}")
         need(0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}")
         need(self.muon_lr > 0 and math.isfinite(self.muon_lr), f"--muon-lr must be a positive number, got {self.muon_lr}")
         need(0 <= self.muon_momentum < 1, f"--muon-momentum must be in [0, 1), got {self.muon_momentum}")
@@ -88,8 +88,7 @@ class ClassifyConfig(RunConfig):
              "--schedule plateau works with adam, adamw and sgd, not muon: pick onecycle, cosine or none")
         need(self.batch_size >= 1, f"--batch-size must be a positive integer, got {self.batch_size}")
         need(self.epochs is None or self.epochs >= 1, f"--epochs must be a positive integer, got {self.epochs}")
-        need(self.time_budget is None or self.time_budget > 0,
-             f"--time-budget must be a positive number of seconds, got {self.time_budget}")
+        check_time_budget(self.time_budget)
         need(0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         need(0 <= self.warmup < 1, f"--warmup must be in [0, 1), got {self.warmup}")
         need(0 <= self.final_lr < 1, f"--final-lr must be in [0, 1), got {self.final_lr}")

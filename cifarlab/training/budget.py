@@ -12,6 +12,7 @@ A budget that ends before the first epoch finishes is an error: there is nothing
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ..errors import CifarlabError
@@ -45,6 +46,12 @@ class Limits:
         if self.time_budget is None:
             return f"limit: {self.epochs} epochs"
         return f"limits: {self.epochs} epochs or {self.time_budget:g} s, whichever comes first"
+
+
+def check_time_budget(seconds: float | None) -> None:
+    """A budget is a finite positive number of seconds: an infinite one never anneals the schedule."""
+    if seconds is not None and not (0 < seconds < math.inf):
+        raise CifarlabError(f"--time-budget must be a finite positive number of seconds, got {seconds:g}")
 
 
 class BudgetEndedInFirstEpoch(CifarlabError):

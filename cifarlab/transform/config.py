@@ -10,7 +10,7 @@ from ..errors import CifarlabError
 from ..models import model_builder
 from ..pipeline import DEFAULT_PIPELINE, Pipeline
 from ..training.loggers import LOGGERS
-from ..training.budget import Limits
+from ..training.budget import Limits, check_time_budget
 from ..training.losses import LOSSES
 
 SCHEDULES = ("auto", "none", "cosine", "plateau")
@@ -54,8 +54,7 @@ class TransformConfig(RunConfig):
         need(self.lr > 0 and math.isfinite(self.lr), f"--lr must be a positive number, got {self.lr}")
         need(self.batch_size >= 1, f"--batch-size must be a positive integer, got {self.batch_size}")
         need(self.epochs is None or self.epochs >= 1, f"--epochs must be a positive integer, got {self.epochs}")
-        need(self.time_budget is None or self.time_budget > 0,
-             f"--time-budget must be a positive number of seconds, got {self.time_budget}")
+        check_time_budget(self.time_budget)
         need(self.patience is None or self.patience >= 1, f"--patience must be a positive integer, got {self.patience}")
         need(self.threads is None or self.threads >= 1, f"--threads must be a positive integer, got {self.threads}")
         need(self.min_delta >= 0, f"--min-delta must be >= 0, got {self.min_delta}")

@@ -33,6 +33,7 @@ from ..io import read_json, torch_save, write_json, write_text
 from ..pipeline import DEFAULT_PIPELINE, Pipeline
 from ..pipeline.steps import STEPS
 from ..runs import RunFolder
+from ..training.budget import check_time_budget
 from .config import TransformConfig
 from .loop import train
 
@@ -139,8 +140,7 @@ def run_survey(data: str, out, time_budget: float, steps: str = "all", chains: b
                model_args: dict | None = None) -> Path:
     """Train one run per survey item (see the module docstring); returns survey.md. `model_args`:
     options of the default model for every run (`--model-args`)."""
-    if time_budget <= 0:
-        raise CifarlabError(f"--time-budget must be a positive number of seconds, got {time_budget}")
+    check_time_budget(time_budget)
     items = survey_items(steps, chains)
     out = Path(out)
     state_path = out / "survey.json"

@@ -82,3 +82,16 @@ def test_a_bad_progressive_resizing_spec_says_what_is_expected(capsys, tiny_fold
                      "--progressive", spec)
     assert code == 2 and "--progressive must be SIZE:SHARE" in line and repr(spec) in line
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("flag, value, expected", [
+    ("--weight-decay", "inf", "--weight-decay must be a finite number >= 0, got inf"),
+    ("--weight-decay", "nan", "--weight-decay must be a finite number >= 0, got nan"),
+    ("--weight-decay", "-1", "--weight-decay must be a finite number >= 0, got -1"),
+    ("--lr", "inf", "--lr must be a positive number, got inf"),
+])
+def test_a_number_that_is_not_finite_is_refused(capsys, tiny_folder, tmp_path, flag, value, expected):
+    code, line = run(capsys, "classify", "train", "--data", str(tiny_folder), "--out", str(tmp_path / "r"),
+                     flag, value)
+    assert code == 2 and line == f"error: {expected}"
+    assert not (tmp_path / "r").exists()

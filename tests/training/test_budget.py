@@ -60,3 +60,17 @@ def test_patience_given_still_stops_a_budgeted_transform_run_early(capsys, tmp_p
     metrics, err = train(capsys, "transform", data, tmp_path / "run", "--time-budget", 1000, "--patience", 1,
                          "--min-delta", 1, "--init", "random")
     assert metrics["stopped_by"].startswith("early stopping") and metrics["epochs"] == 2
+
+
+@pytest.mark.parametrize("command", [["classify", "train"], ["transform", "train"], ["transform", "survey"],
+                                     ["classify", "search"]])
+@pytest.mark.parametrize("budget", ["inf", "nan", "0", "-5"])
+def test_a_budget_that_is_not_a_finite_positive_number_is_refused_in_one_line(capsys, tmp_path, make_folder,
+                                                                              command, budget):
+    """An infinite budget would never anneal the schedule: it is refused like a negative one, before any work."""
+    data = make_folder(tmp_path / "data", per_class=2)
+    code = main([*command, "--data", str(data), "--out", str(tmp_path / "run"), "--time-budget", budget])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0, err
+    assert err.startswith("error: --time-budget must be a finite positive number of seconds, got "), err
+    assert not (tmp_path / "run").exists()
