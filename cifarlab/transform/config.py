@@ -57,7 +57,7 @@ class TransformConfig(RunConfig):
         check_time_budget(self.time_budget)
         need(self.patience is None or self.patience >= 1, f"--patience must be a positive integer, got {self.patience}")
         need(self.threads is None or self.threads >= 1, f"--threads must be a positive integer, got {self.threads}")
-        need(self.min_delta >= 0, f"--min-delta must be >= 0, got {self.min_delta}")
+        need(0 <= self.min_delta < math.inf, f"--min-delta must be a finite number >= 0, got {self.min_delta:g}")
         need(0 < self.val_fraction < 1, f"--val-fraction must be between 0 and 1, got {self.val_fraction}")
         need(self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r}; valid: {', '.join(SCHEDULES)}")
         need(self.monitor in MONITORS, f"--monitor must be one of {', '.join(MONITORS)}, got {self.monitor!r}")

@@ -138,7 +138,9 @@ def test_nan_loss_stops_with_best_checkpoint_intact(tmp_path, monkeypatch):
 def test_nonsense_settings_are_refused():
     for kw, message in [({"lr": -1}, "--lr must be a positive number"),
                         ({"batch_size": 0}, "--batch-size must be a positive integer"),
-                        ({"val_fraction": 1.5}, "--val-fraction must be between 0 and 1")]:
+                        ({"val_fraction": 1.5}, "--val-fraction must be between 0 and 1"),
+                        ({"min_delta": float("inf")}, "--min-delta must be a finite number >= 0, got inf"),
+                        ({"time_budget": float("inf")}, "--time-budget must be a finite positive number")]:
         with pytest.raises(CifarlabError, match=message):
             TransformConfig(**kw).validate()
 
