@@ -150,9 +150,10 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, devic
     On the CPU the batches are 256 images: at 1000, `fast`'s activations outgrow the caches and
     scoring is 30-36% slower (Zen 3, 1 and 2 threads, with and without TTA; BENCHMARKS.md)."""
     batch_size = batch_size or (EVAL_BATCH_CPU if torch.device(device).type == "cpu" else EVAL_BATCH)
+    switch_tta = tta is not None and hasattr(model, "tta")   # models without TTA have nothing to switch
     was_training, had_tta = model.training, getattr(model, "tta", None)
     model.eval()
-    if tta is not None:
+    if switch_tta:
         model.tta = tta
     logits = []
     try:
@@ -163,7 +164,7 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, devic
             logits.append(model(x).float().cpu())
     finally:
         model.train(was_training)
-        if tta is not None:
+        if switch_tta:
             model.tta = had_tta
     logits = torch.cat(logits)
     labels = labels.cpu()
